@@ -1,0 +1,92 @@
+"""The public face: :class:`Colorizer`."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from . import prepare as _prepare
+from .pipeline import ColorizeResult, compose_result, run_batch
+from .prepare import Hint, HintPlanes
+
+
+class Colorizer:
+    """Instance-aware colorization of photos.
+
+    >>> c = Colorizer.from_pretrained("checkpoints/coco_finetuned_mask_256")
+    >>> r = c.colorize("photo.jpg")
+    >>> r.rgb.shape  # (H, W, 3) uint8
+    """
+
+    def __init__(self, backend, detector=None):
+        self.backend = backend
+        self.detector = detector
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
+                        detector=None) -> "Colorizer":
+        """Load weights from ``path``: a directory with latest_net_G.pth, latest_net_GF.pth and
+        latest_net_GComp.pth (official layout; keys may carry ``module.``). Raises
+        :class:`instcolor.models.CheckpointError` when the files are missing or do not fit."""
+        from .models import load_nets
+
+        if backend != "torch":
+            from .backends import BACKENDS
+
+            raise ValueError(f"backend={backend!r} is not available; choose one of {', '.join(BACKENDS)}")
+        from .backends import TorchBackend
+
+        return cls(TorchBackend(load_nets(path), device=device), detector=detector)
+
+    # ------------------------------------------------------------------ single image
+    def colorize(self, image, boxes=None, scores=None, hints: Sequence[Hint] | HintPlanes = (),
+                 size: int = 256) -> ColorizeResult:
+        """Colorize one image.
+
+        image: (H,W,3) or (H,W) uint8 array, a PIL image or a file path.
+        boxes: (N,4) float xyxy in input pixels (N may be 0); None = run the configured detector
+               (none configured -> the full-image net). scores: (N,) or None.
+        hints: Hint(x, y, rgb=... | ab=..., size=P) points in input pixels, or one HintPlanes.
+        size: processing size S (multiple of 8; 256 as the official model was trained).
+        """
+        return self.colorize_batch([image], [boxes], [scores], [hints], size=size)[0]
+
+    # ------------------------------------------------------------------ batch
+    def colorize_batch(self, images: Sequence, boxes: Sequence | None = None, scores: Sequence | None = None,
+                       hints: Sequence | None = None, size: int = 256) -> list[ColorizeResult]:
+        """Colorize several images in one pass of the nets; per-image ``boxes``/``scores``/``hints``
+        lists (or None for all)."""
+        size = _prepare.check_size(size)
+        n = len(images)
+        boxes = list(boxes) if boxes is not None else [None] * n
+        scores = list(scores) if scores is not None else [None] * n
+        hints = list(hints) if hints is not None else [()] * n
+        if not (len(boxes) == len(scores) == len(hints) == n):
+            raise ValueError(f"{n} images but {len(boxes)} boxes, {len(scores)} scores, {len(hints)} hints entries")
+        prepared, meta = [], []
+        for i, (img, b, s, h) in enumerate(zip(images, boxes, scores, hints)):
+            name = f"image {i}" if not isinstance(img, (str, os.PathLike)) else str(img)
+            arr = _prepare.as_rgb_uint8(img, name=name)
+            labels = None
+            if b is None and self.detector is not None:
+                det = self.detector(arr)
+                b, s, labels = det.boxes, det.scores, det.labels
+            sel = _prepare.select_boxes(b, s, arr.shape[:2], name=f"{name}: boxes")
+            keep_scores, keep_labels = _selected_extras(b, s, labels)
+            prepared.append(_prepare.prepare(arr, sel, h, size))
+            meta.append((keep_scores, keep_labels))
+        abs_ = run_batch(self.backend, prepared)
+        return [compose_result(p, ab, *m) for p, ab, m in zip(prepared, abs_, meta)]
+
+
+def _selected_extras(boxes, scores, labels):
+    """Scores / labels in the order :func:`prepare.select_boxes` uses the boxes."""
+    if scores is None:
+        return None, None
+    s = np.asarray(scores, np.float32).reshape(-1)
+    lab = None if labels is None else np.asarray(labels, np.int64).reshape(-1)
+    if len(s) > _prepare.MAX_BOXES:
+        order = np.argsort(s.astype(np.float64), kind="stable")[-_prepare.MAX_BOXES:]
+        return s[order], (lab[order] if lab is not None else None)
+    return s, lab

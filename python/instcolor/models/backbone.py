@@ -1,0 +1,133 @@
+"""SIGGRAPH'17 user-guided colorization backbone as InstColorization uses it.
+
+State-dict names, shapes and dtypes are those of the official ``SIGGRAPHGenerator`` /
+``InstanceGenerator`` (norm = batch, input_nc = 4, output_nc = 2, tanh output, no
+classification loss), so official checkpoints load strictly. ``width`` scales every channel
+count (1.0 = official; 0.5 / 0.25 are the embedded variants of the same topology).
+
+The 13 feature points (``FEATURE_NAMES``) are where the fusion net blends instance features.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FEATURE_NAMES = ("conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3", "conv6_3", "conv7_3",
+                 "conv8_up", "conv8_3", "conv9_up", "conv9_3", "conv10_up", "conv10_2")
+# Grid level of each feature point: 0 = S, 1 = S/2, 2 = S/4, 3 = S/8 (index into box_info levels).
+FEATURE_LEVELS = dict(conv1_2=0, conv2_2=1, conv3_3=2, conv4_3=3, conv5_3=3, conv6_3=3, conv7_3=3,
+                      conv8_up=2, conv8_3=2, conv9_up=1, conv9_3=1, conv10_up=0, conv10_2=0)
+# Feature points that the next block begins with an (official: in-place) ReLU.
+RELU_FOLLOWED = ("conv8_up", "conv9_up", "conv10_up")
+NUM_CLASSES = 529
+
+
+def channels(width: float) -> dict[int, int]:
+    """Official channel count -> channel count at ``width``."""
+    return {c: max(1, int(round(c * width))) for c in (64, 128, 256, 512)}
+
+
+def _conv(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=dilation, dilation=dilation, bias=True)
+
+
+class SIGGRAPHBackbone(nn.Module):
+    """The full-image colorization net (official ``SIGGRAPHGenerator``; file latest_net_GComp.pth).
+
+    forward(A (N,1,S,S) normalised L, B (N,2,S,S) hint ab, mask (N,1,S,S) centred) -> (N,2,S,S) tanh ab.
+    """
+
+    def __init__(self, width: float = 1.0, input_nc: int = 4, output_nc: int = 2):
+        super().__init__()
+        self.width = float(width)
+        c = channels(width)
+        c64, c128, c256, c512 = c[64], c[128], c[256], c[512]
+
+        def seq(cin, cout, n, dilation=1, bn=True):
+            layers: list[nn.Module] = []
+            for i in range(n):
+                layers += [_conv(cin if i == 0 else cout, cout, dilation), nn.ReLU()]
+            if bn:
+                layers.append(nn.BatchNorm2d(cout))
+            return nn.Sequential(*layers)
+
+        def up_block(cin, cout, n, last_bn=True):  # official: ReLU first, then n convs
+            layers: list[nn.Module] = [nn.ReLU()]
+            for i in range(n):
+                layers += [_conv(cin if i == 0 else cout, cout)]
+                layers += [nn.ReLU()] if (i < n - 1 or last_bn) else [nn.LeakyReLU(0.2)]
+            if last_bn:
+                layers.append(nn.BatchNorm2d(cout))
+            return nn.Sequential(*layers)
+
+        self.model1 = seq(input_nc, c64, 2)
+        self.model2 = seq(c64, c128, 2)
+        self.model3 = seq(c128, c256, 3)
+        self.model4 = seq(c256, c512, 3)
+        self.model5 = seq(c512, c512, 3, dilation=2)
+        self.model6 = seq(c512, c512, 3, dilation=2)
+        self.model7 = seq(c512, c512, 3)
+        self.model8up = nn.Sequential(nn.ConvTranspose2d(c512, c256, kernel_size=4, stride=2, padding=1, bias=True))
+        self.model8 = up_block(c256, c256, 2)
+        self.model9up = nn.Sequential(nn.ConvTranspose2d(c256, c128, kernel_size=4, stride=2, padding=1, bias=True))
+        self.model9 = up_block(c128, c128, 1)
+        self.model10up = nn.Sequential(nn.ConvTranspose2d(c128, c128, kernel_size=4, stride=2, padding=1, bias=True))
+        self.model10 = up_block(c128, c128, 1, last_bn=False)
+        self.model3short8 = nn.Sequential(_conv(c256, c256))
+        self.model2short9 = nn.Sequential(_conv(c128, c128))
+        self.model1short10 = nn.Sequential(_conv(c64, c128))
+        # Classification head: present in the official state dict, unused for the regression output.
+        self.model_class = nn.Sequential(nn.Conv2d(c256, NUM_CLASSES, kernel_size=1, bias=True))
+        self.model_out = nn.Sequential(nn.Conv2d(c128, output_nc, kernel_size=1, bias=True), nn.Tanh())
+
+    @property
+    def feature_channels(self) -> dict[str, int]:
+        c = channels(self.width)
+        return dict(conv1_2=c[64], conv2_2=c[128], conv3_3=c[256], conv4_3=c[512], conv5_3=c[512],
+                    conv6_3=c[512], conv7_3=c[512], conv8_up=c[256], conv8_3=c[256], conv9_up=c[128],
+                    conv9_3=c[128], conv10_up=c[128], conv10_2=c[128])
+
+    def run(self, A: torch.Tensor, B: torch.Tensor, mask: torch.Tensor,
+            at: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Forward pass; ``at(name, feature)`` is called at each of the 13 feature points and its
+        return value replaces the feature (the fusion net blends there)."""
+        at = at or (lambda name, x: x)
+        conv1_2 = at("conv1_2", self.model1(torch.cat((A, B, mask), dim=1)))
+        conv2_2 = at("conv2_2", self.model2(conv1_2[:, :, ::2, ::2]))
+        conv3_3 = at("conv3_3", self.model3(conv2_2[:, :, ::2, ::2]))
+        conv4_3 = at("conv4_3", self.model4(conv3_3[:, :, ::2, ::2]))
+        conv5_3 = at("conv5_3", self.model5(conv4_3))
+        conv6_3 = at("conv6_3", self.model6(conv5_3))
+        conv7_3 = at("conv7_3", self.model7(conv6_3))
+        conv8_up = at("conv8_up", self.model8up(conv7_3) + self.model3short8(conv3_3))
+        conv8_3 = at("conv8_3", self.model8(conv8_up))
+        conv9_up = at("conv9_up", self.model9up(conv8_3) + self.model2short9(conv2_2))
+        conv9_3 = at("conv9_3", self.model9(conv9_up))
+        conv10_up = at("conv10_up", self.model10up(conv9_3) + self.model1short10(conv1_2))
+        conv10_2 = at("conv10_2", self.model10(conv10_up))
+        return self.model_out(conv10_2)
+
+    def forward(self, A: torch.Tensor, B: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.run(A, B, mask)
+
+
+class InstanceNet(SIGGRAPHBackbone):
+    """The instance net (official ``InstanceGenerator``; file latest_net_G.pth), run on crops.
+
+    forward(A, B, mask) -> (out_reg (M,2,S,S), features {name: (M,C,s,s)}). The three ``*_up``
+    features are returned after ReLU: in the official net the next block's in-place ReLU
+    overwrites them before the fusion net reads them (golden README, "In-place ReLU quirk").
+    """
+
+    def forward(self, A, B, mask):
+        feats: dict[str, torch.Tensor] = {}
+
+        def record(name, x):
+            feats[name] = F.relu(x) if name in RELU_FOLLOWED else x
+            return x
+
+        out = self.run(A, B, mask, record)
+        return out, feats

@@ -1,0 +1,128 @@
+"""Checkpoints in the official file layout, loaded strictly.
+
+A directory holds ``latest_net_GComp.pth`` (full-image net), ``latest_net_G.pth`` (instance
+net) and ``latest_net_GF.pth`` (fusion net), each a plain state dict. Keys may carry the
+``module.`` prefix of a DataParallel wrapper. Unlike the official non-strict loader (which
+silently yields grey images on a mismatch), a checkpoint that does not fit raises
+:class:`CheckpointError` listing the missing, unexpected and mis-shaped keys.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .backbone import InstanceNet, SIGGRAPHBackbone
+from .fusion import FusionNet
+
+OFFICIAL_FILES = {"full": "latest_net_GComp.pth", "instance": "latest_net_G.pth", "fusion": "latest_net_GF.pth"}
+_NET_CLASSES = {"full": SIGGRAPHBackbone, "instance": InstanceNet, "fusion": FusionNet}
+_OPTIONAL_SUFFIXES = (".num_batches_tracked",)  # absent in files saved by PyTorch < 0.4.1; unused in eval
+
+
+class CheckpointError(ValueError):
+    """A weights file or directory that cannot be used, with the reason."""
+
+
+def _summarise(keys, limit=8) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def strip_module_prefix(state: dict) -> dict:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors of many kinds
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return strip_module_prefix(state)
+
+
+def load_state_dict_strict(module: nn.Module, state: dict, source: str = "checkpoint") -> None:
+    """Load ``state`` into ``module``; every key must match by name and shape."""
+    state = strip_module_prefix(state)
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_SUFFIXES)]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches ({len(shapes)}): {_summarise(shapes, 4)}")
+        raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
+    module.load_state_dict({k: v for k, v in state.items()}, strict=False)
+
+
+def infer_width(state: dict, source: str = "checkpoint") -> float:
+    w = state.get("model1.0.weight")
+    if w is None or w.ndim != 4:
+        raise CheckpointError(f"{source}: no 'model1.0.weight' conv weight; not an InstColorization checkpoint")
+    return w.shape[0] / 64.0
+
+
+def load_net(kind: str, path: str | os.PathLike) -> nn.Module:
+    """Build the net of ``kind`` ('full' | 'instance' | 'fusion') sized by the file, load it strictly, eval mode."""
+    state = read_state_dict(path)
+    net = _NET_CLASSES[kind](width=infer_width(state, str(path)))
+    load_state_dict_strict(net, state, str(path))
+    return net.eval()
+
+
+def load_nets(directory: str | os.PathLike) -> dict[str, nn.Module]:
+    """Load the three nets from a directory in the official layout -> {'full', 'instance', 'fusion'}."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"weights directory not found: {directory}")
+    missing = [f for f in OFFICIAL_FILES.values() if not (directory / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: missing weights file(s) {', '.join(missing)} "
+                              f"(expected {', '.join(OFFICIAL_FILES.values())})")
+    nets = {kind: load_net(kind, directory / fname) for kind, fname in OFFICIAL_FILES.items()}
+    widths = {kind: net.width for kind, net in nets.items()}
+    if len(set(widths.values())) != 1:
+        raise CheckpointError(f"{directory}: the three nets have different widths {widths}")
+    return nets
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_official(directory: str | os.PathLike, nets: dict[str, nn.Module], fusion_prefix: bool = False) -> None:
+    """Write ``nets`` ({'full', 'instance', 'fusion'}) in the official layout. ``fusion_prefix``
+    adds the ``module.`` prefix to the fusion file, as the official training script saves it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for kind, fname in OFFICIAL_FILES.items():
+        state = {k: v.detach().cpu().contiguous() for k, v in nets[kind].state_dict().items()}
+        if kind == "fusion" and fusion_prefix:
+            state = {"module." + k: v for k, v in state.items()}
+        _atomic_torch_save(state, directory / fname)

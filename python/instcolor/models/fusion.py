@@ -1,0 +1,89 @@
+"""The fusion net (official ``FusionGenerator``; file latest_net_GF.pth).
+
+The SIGGRAPH'17 backbone on the full image with a blend block (``WeightGenerator``) after each
+of the 13 feature points. Each block scores the full-image feature and every instance feature
+(one non-negative logit per pixel, instance logits at crop resolution); the blend itself is
+:func:`instcolor.fuse.fuse_instances_reference` or the native ``fuse_instances`` kernel.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..fuse import fuse_instances_reference
+from .backbone import FEATURE_LEVELS, FEATURE_NAMES, SIGGRAPHBackbone
+
+# Official attribute name of the blend block at each feature point.
+BLOCK_NAMES = dict(conv1_2="weight_layer", conv2_2="weight_layer2", conv3_3="weight_layer3",
+                   conv4_3="weight_layer4", conv5_3="weight_layer5", conv6_3="weight_layer6",
+                   conv7_3="weight_layer7", conv8_up="weight_layer8_1", conv8_3="weight_layer8_2",
+                   conv9_up="weight_layer9_1", conv9_3="weight_layer9_2", conv10_up="weight_layer10_1",
+                   conv10_2="weight_layer10_2")
+
+FuseFn = Callable[..., torch.Tensor]
+
+
+def _logit_stack(cin: int, inner: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, inner, 3, 1, 1), nn.ReLU(),
+        nn.Conv2d(inner, inner, 3, 1, 1), nn.ReLU(),
+        nn.Conv2d(inner, 1, 3, 1, 1), nn.ReLU(),
+    )
+
+
+class WeightGenerator(nn.Module):
+    """Blend block: logit convs for instance features and for the full-image feature."""
+
+    def __init__(self, input_ch: int, inner_ch: int = 16):
+        super().__init__()
+        self.simple_instance_conv = _logit_stack(input_ch, inner_ch)
+        self.simple_bg_conv = _logit_stack(input_ch, inner_ch)
+
+    def instance_logits(self, inst_feat: torch.Tensor) -> torch.Tensor:
+        """(M, C, s, s) -> (M, 1, s, s), computed at crop resolution."""
+        return self.simple_instance_conv(inst_feat)
+
+    def background_logits(self, bg_feat: torch.Tensor) -> torch.Tensor:
+        return self.simple_bg_conv(bg_feat)
+
+
+class FusionNet(SIGGRAPHBackbone):
+    """forward(A, B, mask, inst_features, box_info_levels, inst_image) -> (N, 2, S, S) tanh ab.
+
+    inst_features: {name: (M, C, s, s)} from :class:`InstanceNet` (all images' instances
+    concatenated), box_info_levels: 4 tensors (M, 6) int64 for grids S, S/2, S/4, S/8,
+    inst_image: (M,) int64 image index of each instance.
+    """
+
+    def __init__(self, width: float = 1.0, input_nc: int = 4, output_nc: int = 2):
+        super().__init__(width, input_nc, output_nc)
+        inner = 16  # the blend convs are tiny; kept at 16 channels at every width
+        for name in FEATURE_NAMES:
+            setattr(self, BLOCK_NAMES[name], WeightGenerator(self.feature_channels[name], inner))
+        # Present in the official state dict; never used for the regression output.
+        self.weight_layerout = WeightGenerator(output_nc, inner)
+        # Official registration order: the blend blocks come first in the state dict.
+        first = [BLOCK_NAMES[n] for n in FEATURE_NAMES] + ["weight_layerout"]
+        self._modules = {**{k: self._modules[k] for k in first},
+                         **{k: v for k, v in self._modules.items() if k not in first}}
+        self.fuse_fn: FuseFn = fuse_instances_reference
+
+    def block(self, name: str) -> WeightGenerator:
+        return getattr(self, BLOCK_NAMES[name])
+
+    def instance_logits(self, inst_features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-instance blend logits of all 13 blocks (they depend only on the instance net)."""
+        return {n: self.block(n).instance_logits(inst_features[n]) for n in FEATURE_NAMES}
+
+    def forward(self, A, B, mask, inst_features: dict[str, torch.Tensor],
+                box_info_levels: Sequence[torch.Tensor], inst_image: torch.Tensor,
+                inst_logits: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        inst_logits = inst_logits if inst_logits is not None else self.instance_logits(inst_features)
+
+        def blend(name, bg):
+            return self.fuse_fn(bg, self.block(name).background_logits(bg), inst_features[name],
+                                inst_logits[name], box_info_levels[FEATURE_LEVELS[name]], inst_image)
+
+        return self.run(A, B, mask, blend)

@@ -1,0 +1,67 @@
+"""Backend-agnostic orchestration: detect -> prepare -> nets -> compose, batched over images."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import compose as _compose
+from . import prepare as _prepare
+
+
+@dataclass
+class Batch:
+    """Network inputs of B images with M instances in all (numpy).
+
+    full_L (B,1,S,S), hint_ab (B,2,S,S), hint_mask (B,1,S,S) centred, crop_L (M,1,S,S),
+    inst_image (M,) int64 image index per instance, box_info: 4 x (M,6) int64 for S, S/2, S/4, S/8."""
+
+    full_L: np.ndarray
+    hint_ab: np.ndarray
+    hint_mask: np.ndarray
+    crop_L: np.ndarray
+    inst_image: np.ndarray
+    box_info: list = field(default_factory=list)
+
+    @classmethod
+    def stack(cls, prepared: list[_prepare.Prepared]) -> "Batch":
+        size = prepared[0].size
+        return cls(
+            full_L=np.stack([p.full_L for p in prepared]),
+            hint_ab=np.stack([p.hint_ab for p in prepared]),
+            hint_mask=np.stack([p.hint_mask for p in prepared]),
+            crop_L=np.concatenate([p.crop_L for p in prepared]) if prepared else np.zeros((0, 1, size, size), np.float32),
+            inst_image=np.concatenate([np.full(len(p.boxes), i, np.int64) for i, p in enumerate(prepared)]),
+            box_info=[np.concatenate([p.box_info[k] for p in prepared]).reshape(-1, 6) for k in range(4)],
+        )
+
+
+@dataclass
+class ColorizeResult:
+    """rgb (H,W,3) uint8 at input resolution; rgb_processed (S,S,3) uint8 (what the official code
+    saves); ab (2,S,S) float32 normalised (Lab ab / 110); boxes (N,4) int64 used, in order;
+    scores (N,) float32 or None; labels (N,) int64 or None (detector class indices)."""
+
+    rgb: np.ndarray
+    rgb_processed: np.ndarray
+    ab: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+def run_batch(backend, prepared: list[_prepare.Prepared]) -> list[np.ndarray]:
+    """Run the nets on prepared images -> ab (2,S,S) per image."""
+    if not prepared:
+        return []
+    sizes = {p.size for p in prepared}
+    if len(sizes) != 1:
+        raise ValueError(f"all images of a batch need one processing size, got {sorted(sizes)}")
+    ab = backend.run(Batch.stack(prepared))
+    return [ab[i] for i in range(len(prepared))]
+
+
+def compose_result(p: _prepare.Prepared, ab: np.ndarray, scores=None, labels=None) -> ColorizeResult:
+    return ColorizeResult(rgb=_compose.compose_reference(p.image, ab),
+                          rgb_processed=_compose.compose_processed_reference(p.full_L, ab),
+                          ab=ab, boxes=p.boxes, scores=scores, labels=labels)

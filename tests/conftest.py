@@ -1,0 +1,63 @@
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+GOLDEN = SHARED / "golden"
+NEEDS_GOLDEN = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden vectors not found at {GOLDEN} (../shared beside the checkout)")
+GOLDEN_CASES = sorted(GOLDEN.glob("v*.npz")) if GOLDEN.is_dir() else []
+SEEDS = {"full": 101, "instance": 102, "fusion": 103}  # GComp, G, GF visible seeds
+GOLDEN_NET_NAMES = {"full": "GComp", "instance": "G", "fusion": "GF"}
+
+
+def rule_nets():
+    """The three full-width nets with the golden weights rule, eval mode."""
+    from weights_rule import rule_state_dict
+    from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone, load_state_dict_strict
+
+    nets = {"full": SIGGRAPHBackbone(), "instance": InstanceNet(), "fusion": FusionNet()}
+    for kind, net in nets.items():
+        shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        state = {k: torch.from_numpy(v) for k, v in rule_state_dict(shapes, SEEDS[kind]).items()}
+        load_state_dict_strict(net, state, f"rule weights ({kind})")
+        net.eval()
+    return nets
+
+
+@pytest.fixture(scope="session")
+def golden_weights_dir(tmp_path_factory):
+    """Official file layout with the golden weights rule (the fusion file bare)."""
+    if not GOLDEN.is_dir():
+        pytest.skip(f"golden vectors not found at {GOLDEN}")
+    from instcolor.models import save_official
+
+    d = tmp_path_factory.mktemp("rule_weights")
+    save_official(d, rule_nets())
+    return d
+
+
+@pytest.fixture(scope="session")
+def golden_weights_dir_prefixed(golden_weights_dir, tmp_path_factory):
+    """Same weights, every file with the DataParallel ``module.`` prefix."""
+    d = tmp_path_factory.mktemp("rule_weights_prefixed")
+    for f in golden_weights_dir.iterdir():
+        state = torch.load(f, weights_only=True)
+        torch.save({"module." + k: v for k, v in state.items()}, d / f.name)
+    return d
+
+
+@pytest.fixture(scope="session")
+def golden_colorizer(golden_weights_dir):
+    from instcolor import Colorizer
+
+    return Colorizer.from_pretrained(golden_weights_dir, backend="torch", device="cpu")
+
+
+def load_case(path):
+    return dict(np.load(path))
