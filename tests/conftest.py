@@ -61,3 +61,27 @@ def golden_colorizer(golden_weights_dir):
 
 def load_case(path):
     return dict(np.load(path))
+
+
+def tiny_nets(width=0.125, seed=0):
+    """Small random nets of the official topology, for fast API/CLI tests."""
+    from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone
+
+    torch.manual_seed(seed)
+    return {"full": SIGGRAPHBackbone(width).eval(), "instance": InstanceNet(width).eval(), "fusion": FusionNet(width).eval()}
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(tmp_path_factory):
+    from instcolor.models import save_official
+
+    d = tmp_path_factory.mktemp("tiny_weights")
+    save_official(d, tiny_nets(), fusion_prefix=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_colorizer(tiny_weights_dir):
+    from instcolor import Colorizer
+
+    return Colorizer.from_pretrained(tiny_weights_dir)

@@ -107,7 +107,8 @@ def as_rgb_uint8(image, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name}: expected shape (H, W, 3) or (H, W), got {arr.shape}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"{name}: empty image {arr.shape}")
-    return np.ascontiguousarray(arr)
+    arr = np.ascontiguousarray(arr)
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def check_size(size: int) -> int:

@@ -1,0 +1,166 @@
+"""Command line: ``instcolor colorize INPUT... -o OUTDIR [--weights DIR] [--boxes PATH] [--size N] [--hint ...]``."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+
+
+class UsageError(Exception):
+    """A problem with the command line or its set-up (exit status 2, one line, no traceback)."""
+
+
+def parse_hint(text: str):
+    """``X,Y,#RRGGBB[,P]`` -> Hint (X, Y in input pixels, P the patch size, default 1)."""
+    from .prepare import Hint
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*#?([0-9a-fA-F]{6})\s*(?:,\s*([0-9]+)\s*)?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad hint {text!r}: expected X,Y,#RRGGBB[,P] e.g. 120,80,#3366cc,3")
+    x, y, hexcol, p = m.groups()
+    rgb = tuple(int(hexcol[i:i + 2], 16) for i in (0, 2, 4))
+    try:
+        return Hint(float(x), float(y), rgb=rgb, size=int(p) if p else 1)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files and folders (their image files, sorted, not recursive) -> (paths, [(name, error)])."""
+    paths, errors = [], []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            paths += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            errors.append((raw, "no such file or folder"))
+    return paths, errors
+
+
+def write_png_atomic(rgb, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: never a partial file at ``path``."""
+    from PIL import Image
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(rgb).save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_colorizer(args):
+    from . import Colorizer
+    from .models import CheckpointError
+
+    if not args.weights:
+        raise UsageError("no weights given: pass --weights DIR, a folder holding latest_net_G.pth, "
+                         "latest_net_GF.pth and latest_net_GComp.pth (see README: official checkpoints)")
+    try:
+        return Colorizer.from_pretrained(args.weights, device=args.device)
+    except (CheckpointError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_colorize(args) -> int:
+    from tqdm import tqdm
+
+    from .prepare import check_size
+
+    try:
+        check_size(args.size)
+    except ValueError as e:
+        raise UsageError(f"--size: {e}") from None
+    boxes_source = None
+    if args.boxes:
+        from .detect import BoxesFile
+
+        try:
+            boxes_source = BoxesFile(args.boxes)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    outdir = Path(args.output_dir)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"-o {outdir}: exists and is not a folder")
+    paths, failures = collect_inputs(args.inputs)
+    for name, why in failures:
+        print(f"instcolor: {name}: {why}", file=sys.stderr)
+    if not paths and failures:
+        return 1
+    if not paths:
+        raise UsageError("no image files found in the given inputs")
+    colorizer = _load_colorizer(args)
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    input_set = {p.resolve() for p in paths}
+    used: dict[Path, Path] = {}
+    failed = len(failures)
+    bar = tqdm(paths, desc="colorize", unit="img", disable=len(paths) < 2, file=sys.stderr)
+    for path in bar:
+        out = (outdir / f"{path.stem}.png")
+        try:
+            if out.resolve() in input_set:
+                raise ValueError(f"output {out} would overwrite an input; choose another -o folder")
+            if out.resolve() in used:
+                raise ValueError(f"output {out} is already written for {used[out.resolve()]} (same file stem)")
+            boxes = scores = None
+            if boxes_source is not None:
+                det = boxes_source.lookup(path)
+                if det is None:
+                    bar.write(f"instcolor: {path}: no boxes in {args.boxes}; using the full-image net", file=sys.stderr)
+                    boxes = []
+                else:
+                    boxes, scores = det.boxes, det.scores
+            result = colorizer.colorize(path, boxes=boxes, scores=scores, hints=args.hint, size=args.size)
+            write_png_atomic(result.rgb, out)
+            used[out.resolve()] = path
+        except (ValueError, TypeError, FileNotFoundError, OSError) as e:
+            failed += 1
+            msg = str(e)
+            bar.write(f"instcolor: {path}: {msg}" if str(path) not in msg else f"instcolor: {msg}", file=sys.stderr)
+    done = len(paths) - (failed - len(failures))
+    print(f"instcolor: wrote {done} image(s) to {outdir}" + (f", {failed} failed" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="instcolor", description="Instance-aware image colorization.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("colorize", help="colorize image files or folders of images",
+                       description="Colorize images; writes OUTDIR/<stem>.png at each input's resolution.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="folder for the PNG results")
+    p.add_argument("--weights", metavar="DIR", help="folder with latest_net_G.pth, latest_net_GF.pth, latest_net_GComp.pth")
+    p.add_argument("--boxes", metavar="PATH", help="instance boxes: a folder of <stem>.npz (bbox, scores) or one JSON file")
+    p.add_argument("--size", type=int, default=256, metavar="N", help="processing size, a multiple of 8 (default 256)")
+    p.add_argument("--hint", action="append", type=parse_hint, default=[], metavar="X,Y,#RRGGBB[,P]",
+                   help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
+    p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu)")
+    p.set_defaults(func=cmd_colorize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"instcolor: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("instcolor: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Colorizer API behaviour with small random nets (fast)."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from instcolor import Colorizer, Hint, HintPlanes
+from instcolor.detect import Detections
+
+
+def _img(h=40, w=60, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_result_fields(tiny_colorizer):
+    img = _img()
+    r = tiny_colorizer.colorize(img, boxes=[[5, 5, 30, 35]], size=32)
+    assert r.rgb.shape == (40, 60, 3) and r.rgb.dtype == np.uint8
+    assert r.rgb_processed.shape == (32, 32, 3) and r.ab.shape == (2, 32, 32) and r.ab.dtype == np.float32
+    np.testing.assert_array_equal(r.boxes, [[5, 5, 30, 35]])
+    assert np.abs(r.ab).max() <= 1.0
+
+
+def test_output_keeps_input_lightness(tiny_colorizer):
+    """r.rgb joins the predicted ab with the input's own L: its L equals the input's (up to uint8 rounding)."""
+    import torch
+
+    from instcolor import color
+
+    img = _img(seed=4)
+    r = tiny_colorizer.colorize(img, size=32)
+    L_in = color.rgb_to_lab(color.uint8_to_float(img))[0, 0]
+    L_out = color.rgb_to_lab(color.uint8_to_float(r.rgb))[0, 0]
+    assert float(torch.abs(L_in - L_out).mean()) < 0.01  # normalised L units (1 Lab unit = 0.01)
+
+
+def test_inputs_array_grey_pil_and_path_agree(tiny_colorizer, tmp_path):
+    img = _img(seed=1)
+    path = tmp_path / "x.png"
+    Image.fromarray(img).save(path)
+    a = tiny_colorizer.colorize(img, size=32).ab
+    b = tiny_colorizer.colorize(Image.fromarray(img), size=32).ab
+    c = tiny_colorizer.colorize(str(path), size=32).ab
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    grey = img[..., 0]
+    np.testing.assert_array_equal(tiny_colorizer.colorize(grey, size=32).ab,
+                                  tiny_colorizer.colorize(np.repeat(grey[..., None], 3, 2), size=32).ab)
+
+
+def test_boxes_change_the_result_and_empty_boxes_use_full_net(tiny_colorizer):
+    img = _img(seed=2)
+    plain = tiny_colorizer.colorize(img, size=32)
+    empty = tiny_colorizer.colorize(img, boxes=np.zeros((0, 4)), size=32)
+    boxed = tiny_colorizer.colorize(img, boxes=[[0, 0, 30, 20]], size=32)
+    np.testing.assert_array_equal(plain.ab, empty.ab)
+    assert np.abs(plain.ab - boxed.ab).max() > 1e-3
+    assert empty.boxes.shape == (0, 4)
+
+
+def test_hints_change_the_result_locally(tiny_colorizer):
+    img = _img(seed=3)
+    base = tiny_colorizer.colorize(img, size=32)
+    hinted = tiny_colorizer.colorize(img, hints=[Hint(30, 20, rgb=(255, 0, 0), size=3)], size=32)
+    assert np.abs(base.ab - hinted.ab).max() > 1e-4
+    ab = np.zeros((2, 32, 32), np.float32)
+    mask = np.zeros((1, 32, 32), np.float32)
+    planes = tiny_colorizer.colorize(img, hints=HintPlanes(ab, mask), size=32)
+    np.testing.assert_array_equal(planes.ab, base.ab)
+
+
+def test_detector_is_used_when_boxes_none(tiny_weights_dir):
+    calls = []
+
+    def detector(image):
+        calls.append(image.shape)
+        return Detections(boxes=[[2, 2, 20, 20], [10, 5, 50, 30]], scores=[0.9, 0.4], labels=[0, 2])
+
+    c = Colorizer.from_pretrained(tiny_weights_dir, detector=detector)
+    r = c.colorize(_img(), size=32)
+    assert calls == [(40, 60, 3)]
+    np.testing.assert_array_equal(r.boxes, [[2, 2, 20, 20], [10, 5, 50, 30]])
+    np.testing.assert_array_equal(r.labels, [0, 2])
+    r2 = c.colorize(_img(), boxes=[], size=32)  # explicit boxes bypass the detector
+    assert len(calls) == 1 and r2.boxes.shape == (0, 4)
+
+
+def test_scores_follow_the_top8_selection(tiny_colorizer):
+    boxes = np.array([[i, 0, i + 10, 10] for i in range(10)], np.float32)
+    scores = np.linspace(0.1, 1.0, 10)[::-1].copy()
+    r = tiny_colorizer.colorize(_img(), boxes=boxes, scores=scores, size=32)
+    assert len(r.boxes) == 8 and np.all(np.diff(r.scores) > 0)
+    np.testing.assert_array_equal(r.boxes[:, 0], np.argsort(scores)[-8:])
+
+
+@pytest.mark.parametrize("kwargs, exc, msg", [
+    (dict(image=np.zeros((8, 8, 3), np.float32)), TypeError, "uint8"),
+    (dict(boxes=[[0, 0, 0, 5]]), ValueError, "zero or negative area"),
+    (dict(boxes=[[0, 0, 100, 5]]), ValueError, "outside"),
+    (dict(boxes=[[0, np.nan, 4, 5]]), ValueError, "NaN"),
+    (dict(size=30), ValueError, "multiple of 8"),
+    (dict(hints=[Hint(1000, 1, rgb=(1, 1, 1))]), ValueError, "outside"),
+    (dict(image="/nonexistent/photo.jpg"), FileNotFoundError, "photo.jpg"),
+])
+def test_bad_input_raises_clear_errors(tiny_colorizer, kwargs, exc, msg):
+    args = dict(image=_img(), size=32)
+    args.update(kwargs)
+    with pytest.raises(exc, match=msg):
+        tiny_colorizer.colorize(**args)
+
+
+def test_unknown_backend_and_device(tiny_weights_dir):
+    with pytest.raises(ValueError, match="backend"):
+        Colorizer.from_pretrained(tiny_weights_dir, backend="magic")
+    with pytest.raises(ValueError, match="device"):
+        Colorizer.from_pretrained(tiny_weights_dir, device="not-a-device")

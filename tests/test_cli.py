@@ -1,0 +1,94 @@
+"""The ``instcolor colorize`` command."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from instcolor.cli import main
+
+
+def _write(path, h=30, w=40, seed=0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    _write(d / "a.png")
+    _write(d / "b.jpg", 50, 20, 1)
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_folder_with_corrupt_file(folder, tmp_path, tiny_weights_dir, capsys):
+    out = tmp_path / "out"
+    rc = main(["colorize", str(folder), "-o", str(out), "--weights", str(tiny_weights_dir), "--size", "32"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "corrupt.jpg" in err and "1 failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert np.asarray(Image.open(out / "b.png")).shape == (50, 20, 3)
+
+
+def test_boxes_json_hints_and_success(folder, tmp_path, tiny_weights_dir, capsys):
+    (folder / "corrupt.jpg").unlink()
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"a": {"boxes": [[1, 1, 20, 25]], "scores": [0.9]}, "b.jpg": [[0, 0, 10, 10]]}))
+    out = tmp_path / "out"
+    rc = main(["colorize", str(folder / "a.png"), str(folder / "b.jpg"), "-o", str(out), "--weights", str(tiny_weights_dir),
+               "--boxes", str(boxes), "--size", "32", "--hint", "5,5,#ff0000,3"])
+    assert rc == 0, capsys.readouterr().err
+    assert (out / "a.png").is_file() and (out / "b.png").is_file()
+
+
+def test_boxes_npz_folder(folder, tmp_path, tiny_weights_dir):
+    (folder / "corrupt.jpg").unlink()
+    bdir = tmp_path / "in_bbox"
+    bdir.mkdir()
+    np.savez(bdir / "a.npz", bbox=np.array([[2, 3, 30, 25]], np.float32), scores=np.array([0.8], np.float32))
+    out = tmp_path / "out"
+    assert main(["colorize", str(folder), "-o", str(out), "--weights", str(tiny_weights_dir), "--boxes", str(bdir), "--size", "32"]) == 0
+    # the same result as the API with those boxes
+    from instcolor import Colorizer
+
+    r = Colorizer.from_pretrained(tiny_weights_dir).colorize(folder / "a.png", boxes=[[2, 3, 30, 25]], size=32)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), r.rgb)
+
+
+def test_never_overwrites_an_input(tmp_path, tiny_weights_dir, capsys):
+    src = tmp_path / "pic.png"
+    _write(src)
+    before = src.read_bytes()
+    rc = main(["colorize", str(src), "-o", str(tmp_path), "--weights", str(tiny_weights_dir), "--size", "32"])
+    assert rc == 1 and "overwrite an input" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bad_weights_path_is_one_line(tmp_path, folder):
+    proc = subprocess.run([sys.executable, "-m", "instcolor", "colorize", str(folder), "-o", str(tmp_path / "o"),
+                           "--weights", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "weights directory not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_weights_and_bad_hint(tmp_path, folder, capsys):
+    assert main(["colorize", str(folder), "-o", str(tmp_path / "o")]) == 2
+    assert "--weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["colorize", str(folder), "-o", str(tmp_path / "o"), "--hint", "1,2,red"])
+
+
+def test_missing_input_is_reported(tmp_path, tiny_weights_dir, capsys):
+    src = tmp_path / "ok.png"
+    _write(src)
+    rc = main(["colorize", str(src), str(tmp_path / "ghost.png"), "-o", str(tmp_path / "o"), "--weights", str(tiny_weights_dir), "--size", "32"])
+    assert rc == 1 and "ghost.png" in capsys.readouterr().err
+    assert (tmp_path / "o" / "ok.png").is_file()
