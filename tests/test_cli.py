@@ -92,3 +92,13 @@ def test_missing_input_is_reported(tmp_path, tiny_weights_dir, capsys):
     rc = main(["colorize", str(src), str(tmp_path / "ghost.png"), "-o", str(tmp_path / "o"), "--weights", str(tiny_weights_dir), "--size", "32"])
     assert rc == 1 and "ghost.png" in capsys.readouterr().err
     assert (tmp_path / "o" / "ok.png").is_file()
+
+
+def test_init_weights_then_colorize(tmp_path, capsys):
+    w = tmp_path / "w"
+    assert main(["init-weights", str(w), "--width", "0.125", "--seed", "1"]) == 0
+    assert sorted(p.name for p in w.iterdir()) == ["latest_net_G.pth", "latest_net_GComp.pth", "latest_net_GF.pth"]
+    src = tmp_path / "p.png"
+    _write(src)
+    assert main(["colorize", str(src), "-o", str(tmp_path / "o"), "--weights", str(w), "--size", "16"]) == 0
+    assert main(["init-weights", str(w), "--width", "2"]) == 2

@@ -132,6 +132,24 @@ def cmd_colorize(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_init_weights(args) -> int:
+    import torch
+
+    from .models import FusionNet, InstanceNet, SIGGRAPHBackbone, save_official
+
+    if not (0 < args.width <= 1):
+        raise UsageError(f"--width must be in (0, 1], got {args.width}")
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder")
+    torch.manual_seed(args.seed)
+    nets = {"full": SIGGRAPHBackbone(args.width), "instance": InstanceNet(args.width), "fusion": FusionNet(args.width)}
+    save_official(out, nets)
+    print(f"instcolor: wrote untrained width-{args.width:g} weights (seed {args.seed}) to {out}; "
+          "they colorize nothing sensible, use them for smoke tests only", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instcolor", description="Instance-aware image colorization.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
     p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu)")
     p.set_defaults(func=cmd_colorize)
+
+    p = sub.add_parser("init-weights", help="write untrained (random) weights in the official layout",
+                       description="Write randomly initialised nets as latest_net_{G,GF,GComp}.pth: "
+                                   "for smoke tests and benchmarks when no trained checkpoint is at hand.")
+    p.add_argument("output_dir", metavar="DIR")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = official)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_init_weights)
     return parser
 
 
