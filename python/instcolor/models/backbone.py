@@ -23,6 +23,17 @@ FEATURE_LEVELS = dict(conv1_2=0, conv2_2=1, conv3_3=2, conv4_3=3, conv5_3=3, con
 # Feature points that the next block begins with an (official: in-place) ReLU.
 RELU_FOLLOWED = ("conv8_up", "conv9_up", "conv10_up")
 NUM_CLASSES = 529
+# What each step of the forward pass reads (after any blend at those points).
+STAGE_INPUTS = dict(conv1_2=("A", "B", "mask"), conv2_2=("conv1_2",), conv3_3=("conv2_2",), conv4_3=("conv3_3",),
+                    conv5_3=("conv4_3",), conv6_3=("conv5_3",), conv7_3=("conv6_3",),
+                    conv8_up=("conv7_3", "conv3_3"), conv8_3=("conv8_up",), conv9_up=("conv8_3", "conv2_2"),
+                    conv9_3=("conv9_up",), conv10_up=("conv9_3", "conv1_2"), conv10_2=("conv10_up",),
+                    out=("conv10_2",))
+_DOWN = dict(conv2_2="model2", conv3_3="model3", conv4_3="model4")  # stride-2 slice, then the block
+_SAME = dict(conv5_3="model5", conv6_3="model6", conv7_3="model7", conv8_3="model8", conv9_3="model9",
+             conv10_2="model10")
+_UP = dict(conv8_up=("model8up", "model3short8"), conv9_up=("model9up", "model2short9"),
+           conv10_up=("model10up", "model1short10"))
 
 
 def channels(width: float) -> dict[int, int]:
@@ -90,25 +101,31 @@ class SIGGRAPHBackbone(nn.Module):
                     conv6_3=c[512], conv7_3=c[512], conv8_up=c[256], conv8_3=c[256], conv9_up=c[128],
                     conv9_3=c[128], conv10_up=c[128], conv10_2=c[128])
 
+    def stage(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
+        """One step of the forward pass: the (pre-blend) feature ``name`` from its ``STAGE_INPUTS``."""
+        if name == "conv1_2":
+            A, B, mask = inputs
+            return self.model1(torch.cat((A, B, mask), dim=1))
+        if name in _DOWN:
+            return getattr(self, _DOWN[name])(inputs[0][:, :, ::2, ::2])
+        if name in _SAME:
+            return getattr(self, _SAME[name])(inputs[0])
+        if name in _UP:
+            up, short = _UP[name]
+            return getattr(self, up)(inputs[0]) + getattr(self, short)(inputs[1])
+        if name == "out":
+            return self.model_out(inputs[0])
+        raise KeyError(name)
+
     def run(self, A: torch.Tensor, B: torch.Tensor, mask: torch.Tensor,
             at: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Forward pass; ``at(name, feature)`` is called at each of the 13 feature points and its
         return value replaces the feature (the fusion net blends there)."""
         at = at or (lambda name, x: x)
-        conv1_2 = at("conv1_2", self.model1(torch.cat((A, B, mask), dim=1)))
-        conv2_2 = at("conv2_2", self.model2(conv1_2[:, :, ::2, ::2]))
-        conv3_3 = at("conv3_3", self.model3(conv2_2[:, :, ::2, ::2]))
-        conv4_3 = at("conv4_3", self.model4(conv3_3[:, :, ::2, ::2]))
-        conv5_3 = at("conv5_3", self.model5(conv4_3))
-        conv6_3 = at("conv6_3", self.model6(conv5_3))
-        conv7_3 = at("conv7_3", self.model7(conv6_3))
-        conv8_up = at("conv8_up", self.model8up(conv7_3) + self.model3short8(conv3_3))
-        conv8_3 = at("conv8_3", self.model8(conv8_up))
-        conv9_up = at("conv9_up", self.model9up(conv8_3) + self.model2short9(conv2_2))
-        conv9_3 = at("conv9_3", self.model9(conv9_up))
-        conv10_up = at("conv10_up", self.model10up(conv9_3) + self.model1short10(conv1_2))
-        conv10_2 = at("conv10_2", self.model10(conv10_up))
-        return self.model_out(conv10_2)
+        values = {"A": A, "B": B, "mask": mask}
+        for name in FEATURE_NAMES:
+            values[name] = at(name, self.stage(name, *(values[k] for k in STAGE_INPUTS[name])))
+        return self.stage("out", values["conv10_2"])
 
     def forward(self, A: torch.Tensor, B: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.run(A, B, mask)
