@@ -150,6 +150,23 @@ def cmd_init_weights(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_segments
+    from .models import CheckpointError, load_nets
+
+    try:
+        nets = load_nets(args.weights)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    precisions = ("fp32", "fp16") if args.precision == "both" else (args.precision,)
+    out = Path(args.output_dir)
+    for p in precisions:
+        target = out / p if len(precisions) > 1 else out
+        m = export_segments(nets, target, precision=p, size=args.size)
+        print(f"instcolor: exported {len(m['segments'])} {p} segments to {target}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instcolor", description="Instance-aware image colorization.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
     p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu)")
     p.set_defaults(func=cmd_colorize)
+
+    p = sub.add_parser("export", help="export the nets as ONNX segments (+ manifest.json)",
+                       description="Export the three nets as ordered ONNX segments for ONNX Runtime / TensorRT.")
+    p.add_argument("--weights", required=True, metavar="DIR", help="folder with the three checkpoint files")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
+    p.add_argument("--precision", choices=("fp32", "fp16", "both"), default="fp32",
+                   help="fp32 (default), fp16 (strongly typed, for TensorRT >= 11) or both (OUTDIR/fp32, OUTDIR/fp16)")
+    p.add_argument("--size", type=int, default=256, help="size of the tracing inputs (all dims stay dynamic)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("init-weights", help="write untrained (random) weights in the official layout",
                        description="Write randomly initialised nets as latest_net_{G,GF,GComp}.pth: "

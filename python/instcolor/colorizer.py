@@ -27,17 +27,19 @@ class Colorizer:
     def from_pretrained(cls, path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
                         detector=None) -> "Colorizer":
         """Load weights from ``path``: a directory with latest_net_G.pth, latest_net_GF.pth and
-        latest_net_GComp.pth (official layout; keys may carry ``module.``). Raises
-        :class:`instcolor.models.CheckpointError` when the files are missing or do not fit."""
-        from .models import load_nets
+        latest_net_GComp.pth (official layout; keys may carry ``module.``), or, for
+        ``backend="onnxruntime"``, an export directory written by :func:`instcolor.export.export_segments`.
 
-        if backend != "torch":
-            from .backends import BACKENDS
+        backend: 'torch' (eager PyTorch on ``device``) or 'onnxruntime' (exports the segments on
+        first use into the cache folder ``$INSTCOLOR_CACHE`` or ``~/.cache/instcolor``, keyed by the
+        weights' hash). detector: None, a callable returning :class:`instcolor.detect.Detections`,
+        or a path to an ONNX detector. Raises :class:`instcolor.models.CheckpointError` when the
+        weight files are missing or do not fit.
+        """
+        from .backends import make_backend
+        from .detect import load_detector
 
-            raise ValueError(f"backend={backend!r} is not available; choose one of {', '.join(BACKENDS)}")
-        from .backends import TorchBackend
-
-        return cls(TorchBackend(load_nets(path), device=device), detector=detector)
+        return cls(make_backend(path, backend, device=device), detector=load_detector(detector))
 
     # ------------------------------------------------------------------ single image
     def colorize(self, image, boxes=None, scores=None, hints: Sequence[Hint] | HintPlanes = (),

@@ -113,7 +113,9 @@ def _dynamic_axes(spec: dict) -> dict:
         d = _LEVEL_DIM[_level_of_input(name)]
         axes[name] = {0: spec["batch"], 2: d, 3: d}
     for name in spec["outputs"]:
-        axes[name] = {0: spec["batch"]}
+        point = name.split(".")[-1]
+        d = _LEVEL_DIM[FEATURE_LEVELS[point]] if point in FEATURE_LEVELS else _LEVEL_DIM[0]
+        axes[name] = {0: spec["batch"], 2: d, 3: d}
     return axes
 
 
