@@ -113,3 +113,19 @@ def test_unknown_backend_and_device(tiny_weights_dir):
         Colorizer.from_pretrained(tiny_weights_dir, backend="magic")
     with pytest.raises(ValueError, match="device"):
         Colorizer.from_pretrained(tiny_weights_dir, device="not-a-device")
+
+
+def test_real_detector_drives_the_instance_path(tiny_weights_dir):
+    """YOLOX-Nano (shared test model) finds the man and the bicycle; their boxes are used."""
+    from conftest import SHARED
+
+    model = SHARED / "models" / "yolox_nano_coco_416.onnx"
+    if not model.is_file() or not (SHARED / "golden").is_dir():
+        pytest.skip(f"shared detector model or golden images not found under {SHARED}")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    img = np.load(SHARED / "golden" / "v01_s64_nobox_photoA.npz")["image"]
+    c = Colorizer.from_pretrained(tiny_weights_dir, detector=str(model))
+    r = c.colorize(img, size=64)
+    assert len(r.boxes) >= 2 and {0, 1} <= set(r.labels.tolist())
+    plain = Colorizer.from_pretrained(tiny_weights_dir).colorize(img, size=64)
+    assert np.abs(plain.ab - r.ab).max() > 1e-3

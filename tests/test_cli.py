@@ -102,3 +102,20 @@ def test_init_weights_then_colorize(tmp_path, capsys):
     _write(src)
     assert main(["colorize", str(src), "-o", str(tmp_path / "o"), "--weights", str(w), "--size", "16"]) == 0
     assert main(["init-weights", str(w), "--width", "2"]) == 2
+
+
+def test_detector_option(tmp_path, tiny_weights_dir, capsys):
+    from conftest import SHARED
+
+    model = SHARED / "models" / "yolox_nano_coco_416.onnx"
+    if not model.is_file():
+        pytest.skip(f"shared detector model not found at {model}")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    src = tmp_path / "street.png"
+    Image.fromarray(np.load(SHARED / "golden" / "v01_s64_nobox_photoA.npz")["image"]).save(src)
+    rc = main(["colorize", str(src), "-o", str(tmp_path / "o"), "--weights", str(tiny_weights_dir),
+               "--detector", str(model), "--size", "32"])
+    assert rc == 0 and (tmp_path / "o" / "street.png").is_file()
+    assert main(["colorize", str(src), "-o", str(tmp_path / "o2"), "--weights", str(tiny_weights_dir),
+                 "--detector", str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx" in capsys.readouterr().err

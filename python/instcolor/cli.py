@@ -66,8 +66,9 @@ def _load_colorizer(args):
         raise UsageError("no weights given: pass --weights DIR, a folder holding latest_net_G.pth, "
                          "latest_net_GF.pth and latest_net_GComp.pth (see README: official checkpoints)")
     try:
-        return Colorizer.from_pretrained(args.weights, device=args.device)
-    except (CheckpointError, ValueError) as e:
+        return Colorizer.from_pretrained(args.weights, backend=args.backend, device=args.device,
+                                         detector=args.detector)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
 
 
@@ -115,11 +116,11 @@ def cmd_colorize(args) -> int:
             boxes = scores = None
             if boxes_source is not None:
                 det = boxes_source.lookup(path)
-                if det is None:
+                if det is not None:
+                    boxes, scores = det.boxes, det.scores
+                elif colorizer.detector is None:  # (with a detector, it runs for images not in the file)
                     bar.write(f"instcolor: {path}: no boxes in {args.boxes}; using the full-image net", file=sys.stderr)
                     boxes = []
-                else:
-                    boxes, scores = det.boxes, det.scores
             result = colorizer.colorize(path, boxes=boxes, scores=scores, hints=args.hint, size=args.size)
             write_png_atomic(result.rgb, out)
             used[out.resolve()] = path
@@ -176,9 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="folder for the PNG results")
     p.add_argument("--weights", metavar="DIR", help="folder with latest_net_G.pth, latest_net_GF.pth, latest_net_GComp.pth")
     p.add_argument("--boxes", metavar="PATH", help="instance boxes: a folder of <stem>.npz (bbox, scores) or one JSON file")
+    p.add_argument("--detector", metavar="MODEL.onnx",
+                   help="ONNX object detector (YOLOX, YOLOv8 or torchvision-style outputs) for images without --boxes")
     p.add_argument("--size", type=int, default=256, metavar="N", help="processing size, a multiple of 8 (default 256)")
     p.add_argument("--hint", action="append", type=parse_hint, default=[], metavar="X,Y,#RRGGBB[,P]",
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="inference backend (default torch; onnxruntime exports the nets on first use and caches them)")
     p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu)")
     p.set_defaults(func=cmd_colorize)
 
