@@ -1,0 +1,61 @@
+// CPU compose / compose_processed (contract: ops/compose.h).
+#include "ops/compose.h"
+
+#include <vector>
+
+#include "ops/color_math.h"
+
+namespace instcolor {
+namespace ops {
+
+void compose_cpu(const TensorView& image, const TensorView& ab, const TensorView& out) {
+  check_compose(image, ab, out, Device::kCPU);
+  if (out.numel() == 0) return;
+  const int64_t H = image.size(0), W = image.size(1), h = ab.size(1), w = ab.size(2);
+  const float sy = color::linear_scale(h, H), sx = color::linear_scale(w, W);
+  std::vector<color::LinearTap> tx(static_cast<size_t>(W));
+  for (int64_t x = 0; x < W; ++x) tx[x] = color::linear_tap(static_cast<int>(x), static_cast<int>(w), sx);
+  const color::LinearLut& lut = color::linear_lut();
+  const uint8_t* img = image.ptr<uint8_t>();
+  const float* A = ab.ptr<float>();
+  const float* Bp = A + h * w;
+  uint8_t* o = out.ptr<uint8_t>();
+#pragma omp parallel for schedule(static)
+  for (int64_t y = 0; y < H; ++y) {
+    const color::LinearTap ty = color::linear_tap(static_cast<int>(y), static_cast<int>(h), sy);
+    const float *a0 = A + ty.i0 * w, *a1 = A + ty.i1 * w, *b0 = Bp + ty.i0 * w, *b1 = Bp + ty.i1 * w;
+    const uint8_t* src = img + y * W * 3;
+    uint8_t* dst = o + y * W * 3;
+    for (int64_t x = 0; x < W; ++x) {
+      const color::LinearTap& t = tx[x];
+      const float av = ty.l0 * (t.l0 * a0[t.i0] + t.l1 * a0[t.i1]) + ty.l1 * (t.l0 * a1[t.i0] + t.l1 * a1[t.i1]);
+      const float bv = ty.l0 * (t.l0 * b0[t.i0] + t.l1 * b0[t.i1]) + ty.l1 * (t.l0 * b1[t.i0] + t.l1 * b1[t.i1]);
+      const float Ln = color::linear_to_norm_L(lut.v[src[3 * x]], lut.v[src[3 * x + 1]], lut.v[src[3 * x + 2]]);
+      float r, g, b;
+      color::norm_lab_to_rgb(Ln, av, bv, r, g, b);
+      dst[3 * x + 0] = color::to_u8(r);
+      dst[3 * x + 1] = color::to_u8(g);
+      dst[3 * x + 2] = color::to_u8(b);
+    }
+  }
+}
+
+void compose_processed_cpu(const TensorView& L, const TensorView& ab, const TensorView& out) {
+  check_compose_processed(L, ab, out, Device::kCPU);
+  if (out.numel() == 0) return;
+  const int64_t HW = L.size(1) * L.size(2);
+  const float* l = L.ptr<float>();
+  const float* a = ab.ptr<float>();
+  uint8_t* o = out.ptr<uint8_t>();
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < HW; ++p) {
+    float r, g, b;
+    color::norm_lab_to_rgb(l[p], a[p], a[HW + p], r, g, b);
+    o[3 * p + 0] = color::to_u8(r);
+    o[3 * p + 1] = color::to_u8(g);
+    o[3 * p + 2] = color::to_u8(b);
+  }
+}
+
+}  // namespace ops
+}  // namespace instcolor
