@@ -54,9 +54,20 @@ def golden_weights_dir_prefixed(golden_weights_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def golden_colorizer(golden_weights_dir):
+    """Torch backend with the native kernels (the default whenever the extension is built)."""
     from instcolor import Colorizer
 
-    return Colorizer.from_pretrained(golden_weights_dir, backend="torch", device="cpu")
+    c = Colorizer.from_pretrained(golden_weights_dir, backend="torch", device="cpu")
+    assert c.ops is not None, "instcolor._native is not built"
+    return c
+
+
+@pytest.fixture(scope="session")
+def golden_colorizer_reference(golden_weights_dir):
+    """Torch backend with the pure PyTorch/numpy reference for every stage."""
+    from instcolor import Colorizer
+
+    return Colorizer.from_pretrained(golden_weights_dir, backend="torch", device="cpu", native=False)
 
 
 def load_case(path):

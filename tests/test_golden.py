@@ -21,8 +21,10 @@ def _check_rgb_processed(got, want):
     assert (diff > 0).mean() < 0.005
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "reference"])
 @pytest.mark.parametrize("path", GOLDEN_CASES, ids=CASE_IDS)
-def test_golden_case_via_colorizer(golden_colorizer, path):
+def test_golden_case_via_colorizer(request, path, native):
+    golden_colorizer = request.getfixturevalue("golden_colorizer" if native else "golden_colorizer_reference")
     z = load_case(path)
     size = int(z["fine_size"])
     r = golden_colorizer.colorize(z["image"], boxes=z["det_boxes"], scores=z["det_scores"], hints=_hints(z), size=size)

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from . import prepare as _prepare
-from .pipeline import ColorizeResult, compose_result, run_batch
+from .pipeline import ColorizeResult, compose_result, native_ops, prepare_image, run_batch
 from .prepare import Hint, HintPlanes
 
 
@@ -19,13 +19,20 @@ class Colorizer:
     >>> r.rgb.shape  # (H, W, 3) uint8
     """
 
-    def __init__(self, backend, detector=None):
+    def __init__(self, backend, detector=None, native: bool | None = None):
+        """``native``: use the native kernels for preparation, fusion and composition (default:
+        when the extension is built); False runs the pure PyTorch/numpy reference code."""
         self.backend = backend
         self.detector = detector
+        self.ops = native_ops() if native is not False else None
+        if native and self.ops is None:
+            raise ValueError("native=True but instcolor._native is not built (pip install the package)")
+        if self.ops is not None and hasattr(backend, "set_fuse"):
+            backend.set_fuse(self.ops.fuse_instances)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
-                        detector=None) -> "Colorizer":
+                        detector=None, native: bool | None = None) -> "Colorizer":
         """Load weights from ``path``: a directory with latest_net_G.pth, latest_net_GF.pth and
         latest_net_GComp.pth (official layout; keys may carry ``module.``), or, for
         ``backend="onnxruntime"``, an export directory written by :func:`instcolor.export.export_segments`.
@@ -39,7 +46,7 @@ class Colorizer:
         from .backends import make_backend
         from .detect import load_detector
 
-        return cls(make_backend(path, backend, device=device), detector=load_detector(detector))
+        return cls(make_backend(path, backend, device=device), detector=load_detector(detector), native=native)
 
     # ------------------------------------------------------------------ single image
     def colorize(self, image, boxes=None, scores=None, hints: Sequence[Hint] | HintPlanes = (),
@@ -76,10 +83,10 @@ class Colorizer:
                 b, s, labels = det.boxes, det.scores, det.labels
             sel = _prepare.select_boxes(b, s, arr.shape[:2], name=f"{name}: boxes")
             keep_scores, keep_labels = _selected_extras(b, s, labels)
-            prepared.append(_prepare.prepare(arr, sel, h, size))
+            prepared.append(prepare_image(arr, sel, h, size, self.ops))
             meta.append((keep_scores, keep_labels))
         abs_ = run_batch(self.backend, prepared)
-        return [compose_result(p, ab, *m) for p, ab, m in zip(prepared, abs_, meta)]
+        return [compose_result(p, ab, *m, ops=self.ops) for p, ab, m in zip(prepared, abs_, meta)]
 
 
 def _selected_extras(boxes, scores, labels):

@@ -50,6 +50,27 @@ class ColorizeResult:
     labels: np.ndarray | None = None
 
 
+def native_ops():
+    """The native kernels module (``instcolor.ops``), or None when the extension is not built."""
+    try:
+        from . import ops
+    except ImportError:
+        return None
+    return ops
+
+
+def prepare_image(image: np.ndarray, boxes: np.ndarray, hints, size: int, ops=None) -> _prepare.Prepared:
+    """Step 2 for one image with the native kernels (``ops``) or, with ``ops=None``, the reference."""
+    if ops is None:
+        return _prepare.prepare(image, boxes, hints, size)
+    h, w = image.shape[:2]
+    hint_ab, hint_mask = _prepare.hint_planes(hints, size, (h, w))
+    return _prepare.Prepared(image=image, size=size, full_rgb_u8=None, full_L=ops.rgb_to_lab(image, size=size)[:1],
+                             hint_ab=hint_ab, hint_mask=hint_mask, boxes=boxes,
+                             crop_L=ops.roi_crop_resize(image, boxes, size),
+                             box_info=_prepare.box_info_levels(boxes, (h, w), size))
+
+
 def run_batch(backend, prepared: list[_prepare.Prepared]) -> list[np.ndarray]:
     """Run the nets on prepared images -> ab (2,S,S) per image."""
     if not prepared:
@@ -61,7 +82,11 @@ def run_batch(backend, prepared: list[_prepare.Prepared]) -> list[np.ndarray]:
     return [ab[i] for i in range(len(prepared))]
 
 
-def compose_result(p: _prepare.Prepared, ab: np.ndarray, scores=None, labels=None) -> ColorizeResult:
-    return ColorizeResult(rgb=_compose.compose_reference(p.image, ab),
-                          rgb_processed=_compose.compose_processed_reference(p.full_L, ab),
-                          ab=ab, boxes=p.boxes, scores=scores, labels=labels)
+def compose_result(p: _prepare.Prepared, ab: np.ndarray, scores=None, labels=None, ops=None) -> ColorizeResult:
+    """Step 5 with the native kernels (``ops``) or, with ``ops=None``, the reference."""
+    if ops is None:
+        rgb, processed = _compose.compose_reference(p.image, ab), _compose.compose_processed_reference(p.full_L, ab)
+    else:
+        ab = np.ascontiguousarray(ab, np.float32)
+        rgb, processed = ops.compose(p.image, ab), ops.compose_processed(p.full_L, ab)
+    return ColorizeResult(rgb=rgb, rgb_processed=processed, ab=ab, boxes=p.boxes, scores=scores, labels=labels)

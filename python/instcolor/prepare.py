@@ -288,11 +288,11 @@ class Prepared:
 
     full_L (1, S, S), hint_ab (2, S, S), hint_mask (1, S, S) centred,
     crop_L (M, 1, S, S), boxes (M, 4) int64, box_info: 4 x (M, 6) int64 for S, S/2, S/4, S/8,
-    image (H, W, 3) uint8 original, full_rgb_u8 (S, S, 3) uint8."""
+    image (H, W, 3) uint8 original, full_rgb_u8 (S, S, 3) uint8 (reference path only, else None)."""
 
     image: np.ndarray
     size: int
-    full_rgb_u8: np.ndarray
+    full_rgb_u8: np.ndarray | None
     full_L: np.ndarray
     hint_ab: np.ndarray
     hint_mask: np.ndarray

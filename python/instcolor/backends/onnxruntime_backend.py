@@ -11,13 +11,11 @@ from ..export import read_manifest
 
 def default_fuse():
     """The native fuse kernel when the extension provides it, else the PyTorch reference."""
-    try:
-        from .. import ops
+    from ..pipeline import native_ops
 
-        if ops.native_available():
-            return ops.fuse_instances
-    except (ImportError, AttributeError):
-        pass
+    ops = native_ops()
+    if ops is not None:
+        return ops.fuse_instances
     import torch
 
     from ..fuse import fuse_instances_reference
