@@ -119,3 +119,17 @@ def test_detector_option(tmp_path, tiny_weights_dir, capsys):
     assert main(["colorize", str(src), "-o", str(tmp_path / "o2"), "--weights", str(tiny_weights_dir),
                  "--detector", str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx" in capsys.readouterr().err
+
+
+def test_outputs_get_normal_file_permissions(tmp_path, tiny_weights_dir):
+    import os
+    import stat
+
+    src = tmp_path / "p.png"
+    _write(src)
+    old = os.umask(0o022)
+    try:
+        assert main(["colorize", str(src), "-o", str(tmp_path / "o"), "--weights", str(tiny_weights_dir), "--size", "16"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "o" / "p.png").stat().st_mode) == 0o644

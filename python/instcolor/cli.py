@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -48,14 +46,10 @@ def write_png_atomic(rgb, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: never a partial file at ``path``."""
     from PIL import Image
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(rgb).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ._fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")
 
 
 def _load_colorizer(args):
@@ -182,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, metavar="N", help="processing size, a multiple of 8 (default 256)")
     p.add_argument("--hint", action="append", type=parse_hint, default=[], metavar="X,Y,#RRGGBB[,P]",
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
                    help="inference backend (default torch; onnxruntime exports the nets on first use and caches them)")
     p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu)")
     p.set_defaults(func=cmd_colorize)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ._fileio import publish_dir
 from .models.backbone import FEATURE_LEVELS, FEATURE_NAMES, RELU_FOLLOWED, STAGE_INPUTS
 
 MANIFEST = "manifest.json"
@@ -182,6 +183,7 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
         for net in nets.values():
             net.float()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        publish_dir(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

@@ -21,6 +21,9 @@ device, cupy in -> cupy out. Other arrays are brought to that device's family; f
 must already live on the main input's device (ValueError otherwise), small index arrays (boxes,
 box_info, inst_image) may live anywhere (they are read on the host for validation). Non-contiguous
 inputs are made contiguous (a copy). Tensors are detached: the ops are not differentiable.
+:func:`fuse_instances` also takes ``out=`` (a preallocated result of the main input's family and
+device); with it, bare ``__cuda_array_interface__`` objects are used as they are, without torch or
+cupy (what the TensorRT backend does with its cuda-python buffers).
 
 CUDA. Device inputs run the CUDA kernels (when compiled: :func:`cuda_compiled`; usable:
 :func:`cuda_available`) on ``stream`` -- an ``int`` handle, a ``torch.cuda.Stream`` or a
@@ -464,7 +467,129 @@ def _check_boxes(b: np.ndarray, bi: np.ndarray, hw: list[tuple[int, int]]):
 
 
 # ============================================================================ fusion
-def fuse_instances(bg_feat, bg_logit, inst_feat, inst_logit, box_info, inst_image=None, *, stream=None):
+def _is_plain_cuda(x) -> bool:
+    """An object exposing ``__cuda_array_interface__`` that is neither a torch tensor nor a cupy array."""
+    return hasattr(x, "__cuda_array_interface__") and not _is_torch(x) and not _is_cupy(x)
+
+
+def _cai_meta(x, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of an object's ``__cuda_array_interface__``; ValueError unless C-contiguous."""
+    if not hasattr(x, "__cuda_array_interface__"):
+        raise ValueError(f"{name} is a host ({type(x).__name__}) array but bg_feat is a CUDA array")
+    cai = x.__cuda_array_interface__
+    shape = tuple(int(s) for s in cai["shape"])
+    try:
+        dt = np.dtype(cai["typestr"])
+    except TypeError:
+        raise TypeError(f"{name}: unsupported __cuda_array_interface__ typestr {cai['typestr']!r}") from None
+    strides = cai.get("strides")
+    if strides is not None:
+        want, step = [], dt.itemsize
+        for d in reversed(shape):
+            want.append(step)
+            step *= d
+        if any(d > 1 and int(s) != w for d, s, w in zip(shape, strides, reversed(want))):
+            raise ValueError(f"{name} must be C-contiguous (a device array given with out= is used as it is)")
+    return shape, dt
+
+
+def _fuse_check_shapes(shapes: dict, B: int, C: int, H: int, W: int) -> tuple[int, int, int]:
+    if shapes["bg_logit"] != (B, 1, H, W):
+        raise ValueError(f"bg_logit must have shape {(B, 1, H, W)}, got {shapes['bg_logit']}")
+    fi = shapes["inst_feat"]
+    if len(fi) != 4 or fi[1] != C:
+        raise ValueError(f"inst_feat must have shape (M, {C}, h, w), got {fi}")
+    M, _, h, w = fi
+    if shapes["inst_logit"] != (M, 1, h, w):
+        raise ValueError(f"inst_logit must have shape {(M, 1, h, w)} (matching inst_feat), got {shapes['inst_logit']}")
+    return M, h, w
+
+
+def _fuse_tables(box_info, inst_image, B: int, H: int, W: int, M: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated host copies of box_info (M, 6) and inst_image (M,), both int64."""
+    info = _host_numpy(box_info, "box_info")
+    if info.size == 0 and M == 0:  # e.g. [] (float64 by default)
+        info = np.zeros((0, 6), np.int64)
+    if info.dtype.kind not in "iu":
+        raise TypeError(f"box_info must be an integer array, got dtype {info.dtype}")
+    if info.ndim != 2 or info.shape != (M, 6):
+        raise ValueError(f"box_info must have shape ({M}, 6) (one row per instance), got {tuple(info.shape)}")
+    info = np.ascontiguousarray(info, dtype=np.int64)
+    img = _index_array(inst_image, M, "inst_image", default_zero=B == 1, what="when B > 1")
+    for i, (left, right, top, bottom, width, height) in enumerate(info.tolist()):
+        if (width < 1 or height < 1 or min(left, right, top, bottom) < 0 or left + width + right != W
+                or top + height + bottom != H):
+            raise ValueError(f"box_info[{i}] = {[left, right, top, bottom, width, height]} does not describe a "
+                             f"non-empty box inside the {W}x{H} map")
+        if not 0 <= img[i] < B:
+            raise ValueError(f"inst_image[{i}] = {int(img[i])} is not a valid image index (B = {B})")
+    if M:
+        counts = np.bincount(img, minlength=B)
+        if counts.max() > MAX_INSTANCES:
+            raise ValueError(f"inst_image: image {int(counts.argmax())} has {int(counts.max())} instances, "
+                             f"at most {MAX_INSTANCES} per image are supported")
+    return info, img
+
+
+def _check_out(out, fam: _Family, shape: tuple[int, ...], dtype: np.dtype):
+    """Validate a caller-provided result array: (result to return, array handed to the native op)."""
+    want = f"a C-contiguous {dtype.name} array of shape {shape}"
+    if fam.kind == "torch":
+        if not _is_torch(out):
+            raise TypeError(f"out must be a torch tensor like bg_feat, got {type(out).__name__}")
+        if out.device != fam.device:
+            raise ValueError(f"out is on {out.device} but bg_feat is on {fam.device}")
+    elif fam.kind == "cupy":
+        if not _is_cupy(out):
+            raise TypeError(f"out must be a cupy array like bg_feat, got {type(out).__name__}")
+        if out.device.id != fam.device:
+            raise ValueError(f"out is on cuda:{out.device.id} but bg_feat is on cuda:{fam.device}")
+    elif not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array like bg_feat, got {type(out).__name__}")
+    if _np_dtype(out) != dtype:
+        raise TypeError(f"out must be {want}, got dtype {_dtype_name(out)}")
+    if _shape(out) != shape:
+        raise ValueError(f"out must be {want}, got shape {_shape(out)}")
+    if fam.kind == "torch":
+        if not out.is_contiguous():
+            raise ValueError(f"out must be {want}; it is not contiguous")
+        d = out.detach()
+        return out, (d if fam.cuda else d.numpy())
+    if not out.flags.c_contiguous:
+        raise ValueError(f"out must be {want}; it is not C-contiguous")
+    if fam.kind == "numpy" and not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out, out
+
+
+def _fuse_plain_cuda(bg_feat, bg_logit, inst_feat, inst_logit, box_info, inst_image, stream, out):
+    """fuse_instances on bare ``__cuda_array_interface__`` objects with a given ``out``: no torch or
+    cupy involved, the arrays go to the kernel as they are (so they must be C-contiguous)."""
+    fam = _Family("cuda", True)
+    _check_cuda(fam, "fuse_instances")
+    arrays = dict(bg_feat=bg_feat, bg_logit=bg_logit, inst_feat=inst_feat, inst_logit=inst_logit, out=out)
+    meta = {name: _cai_meta(a, name) for name, a in arrays.items()}
+    dt = meta["bg_feat"][1]
+    if dt not in (np.float32, np.float16):
+        raise TypeError(f"bg_feat must be float32 or float16, got {dt.name}")
+    for name in ("bg_logit", "inst_feat", "inst_logit", "out"):
+        if meta[name][1] != dt:
+            raise TypeError(f"{name} is {meta[name][1].name} but bg_feat is {dt.name} "
+                            "(features, logits and out must share one dtype)")
+    shapes = {name: m[0] for name, m in meta.items()}
+    if len(shapes["bg_feat"]) != 4:
+        raise ValueError(f"bg_feat must have shape (B, C, H, W), got {shapes['bg_feat']}")
+    B, C, H, W = shapes["bg_feat"]
+    M, _, _ = _fuse_check_shapes(shapes, B, C, H, W)
+    if shapes["out"] != (B, C, H, W):
+        raise ValueError(f"out must have shape {(B, C, H, W)} like bg_feat, got {shapes['out']}")
+    info, img = _fuse_tables(box_info, inst_image, B, H, W, M)
+    if B * C * H * W:
+        _native.fuse_instances(bg_feat, bg_logit, inst_feat, inst_logit, info, img, out, _stream_handle(fam, stream))
+    return out
+
+
+def fuse_instances(bg_feat, bg_logit, inst_feat, inst_logit, box_info, inst_image=None, *, stream=None, out=None):
     """One instance-fusion blend, ``fuse.fuse_instances_reference`` semantics, computed per output
     pixel without building the padded ``(M, C, H, W)`` tensors.
 
@@ -475,7 +600,15 @@ def fuse_instances(bg_feat, bg_logit, inst_feat, inst_logit, box_info, inst_imag
     ``inst_image (M,)`` image index of each instance (default: all 0, only when B == 1); at most
     :data:`MAX_INSTANCES` instances per image, 0 allowed (that image's output equals ``bg_feat``).
     Returns ``(B, C, H, W)`` of ``bg_feat``'s dtype/family/device.
+
+    ``out``: write the result into this preallocated ``(B, C, H, W)`` array and return it; it must
+    be C-contiguous, of ``bg_feat``'s dtype, family and device, and must not overlap the inputs.
+    With ``out``, bare ``__cuda_array_interface__`` objects (neither torch nor cupy, e.g. views of
+    buffers from cuda-python) are passed to the kernel as they are -- no torch or cupy needed --
+    provided every feature array is C-contiguous device memory (ValueError otherwise).
     """
+    if out is not None and _is_plain_cuda(bg_feat):
+        return _fuse_plain_cuda(bg_feat, bg_logit, inst_feat, inst_logit, box_info, inst_image, stream, out)
     fam, bg_feat = _family(bg_feat, "bg_feat")
     _check_cuda(fam, "fuse_instances")
     _require_float(bg_feat, "bg_feat", allow_half=True)
@@ -500,37 +633,14 @@ def fuse_instances(bg_feat, bg_logit, inst_feat, inst_logit, box_info, inst_imag
     if f.ndim != 4:
         raise ValueError(f"bg_feat must have shape (B, C, H, W), got {_shape(f)}")
     B, C, H, W = _shape(f)
-    if _shape(bl) != (B, 1, H, W):
-        raise ValueError(f"bg_logit must have shape {(B, 1, H, W)}, got {_shape(bl)}")
-    if fi.ndim != 4 or fi.shape[1] != C:
-        raise ValueError(f"inst_feat must have shape (M, {C}, h, w), got {_shape(fi)}")
-    M, _, h, w = _shape(fi)
-    if _shape(li) != (M, 1, h, w):
-        raise ValueError(f"inst_logit must have shape {(M, 1, h, w)} (matching inst_feat), got {_shape(li)}")
-    info = _host_numpy(box_info, "box_info")
-    if info.size == 0 and M == 0:  # e.g. [] (float64 by default)
-        info = np.zeros((0, 6), np.int64)
-    if info.dtype.kind not in "iu":
-        raise TypeError(f"box_info must be an integer array, got dtype {info.dtype}")
-    if info.ndim != 2 or info.shape != (M, 6):
-        raise ValueError(f"box_info must have shape ({M}, 6) (one row per instance), got {tuple(info.shape)}")
-    info = np.ascontiguousarray(info, dtype=np.int64)
-    img = _index_array(inst_image, M, "inst_image", default_zero=B == 1, what="when B > 1")
-    for i, (left, right, top, bottom, width, height) in enumerate(info.tolist()):
-        if (width < 1 or height < 1 or min(left, right, top, bottom) < 0 or left + width + right != W
-                or top + height + bottom != H):
-            raise ValueError(f"box_info[{i}] = {[left, right, top, bottom, width, height]} does not describe a "
-                             f"non-empty box inside the {W}x{H} map")
-        if not 0 <= img[i] < B:
-            raise ValueError(f"inst_image[{i}] = {int(img[i])} is not a valid image index (B = {B})")
-    if M:
-        counts = np.bincount(img, minlength=B)
-        if counts.max() > MAX_INSTANCES:
-            raise ValueError(f"inst_image: image {int(counts.argmax())} has {int(counts.max())} instances, "
-                             f"at most {MAX_INSTANCES} per image are supported")
-    res, out = _empty(fam, (B, C, H, W), "float16" if dt == np.float16 else "float32")
+    M, _, _ = _fuse_check_shapes(dict(bg_logit=_shape(bl), inst_feat=_shape(fi), inst_logit=_shape(li)), B, C, H, W)
+    info, img = _fuse_tables(box_info, inst_image, B, H, W, M)
+    if out is None:
+        res, dst = _empty(fam, (B, C, H, W), "float16" if dt == np.float16 else "float32")
+    else:
+        res, dst = _check_out(out, fam, (B, C, H, W), np.dtype(dt))
     if B * C * H * W:
-        _native.fuse_instances(f, bl, fi, li, info, img, out, _stream_handle(fam, stream))
+        _native.fuse_instances(f, bl, fi, li, info, img, dst, _stream_handle(fam, stream))
     return res
 
 

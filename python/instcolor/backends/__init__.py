@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .torch_backend import TorchBackend
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def cache_dir() -> Path:
@@ -14,15 +14,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("INSTCOLOR_CACHE") or Path.home() / ".cache" / "instcolor")
 
 
-def make_backend(path, backend: str = "torch", device: str = "cpu"):
-    """Build the named backend from a weights directory (or, for onnxruntime, an export directory)."""
+def make_backend(path, backend: str = "torch", device: str = "cpu", **options):
+    """Build the named backend from a weights directory (or, for onnxruntime / tensorrt, an export directory).
+
+    ``options`` go to the TensorRT backend only (precision='fp32'|'fp16', max_images, cuda_graphs,
+    cache_root, workspace_bytes; see :class:`instcolor.backends.tensorrt_backend.TensorRTBackend`).
+    """
     from ..export import MANIFEST
     from ..models import load_nets
 
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; choose one of {', '.join(BACKENDS)}")
+    if options and backend != "tensorrt":
+        raise ValueError(f"backend={backend!r} takes no options, got {', '.join(sorted(options))}")
     if backend == "torch":
         return TorchBackend(load_nets(path), device=device)
+    if backend == "tensorrt":
+        return _make_tensorrt(path, device, **options)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -40,6 +48,33 @@ def make_backend(path, backend: str = "torch", device: str = "cpu"):
     if not (target / MANIFEST).is_file():
         export_segments(nets, target, precision="fp32")
     return OnnxRuntimeBackend(target)
+
+
+def _make_tensorrt(path, device, precision: str = "fp32", **options):
+    """TensorRT backend from an export directory (the one its precision builds from, or a folder
+    holding ``fp32/`` and ``fp16/`` exports) or a weights directory (exported into the cache)."""
+    from ..export import MANIFEST
+    from .tensorrt_backend import TensorRTBackend, parse_device, required_export_precision, tensorrt_unavailable_reason
+
+    index = parse_device(device)
+    reason = tensorrt_unavailable_reason(index)
+    if reason:
+        raise ValueError(reason)
+    need = required_export_precision(precision)
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        target = path
+    elif (path / need / MANIFEST).is_file():
+        target = path / need
+    else:
+        from ..export import export_segments, weights_hash
+        from ..models import load_nets
+
+        nets = load_nets(path)
+        target = cache_dir() / "onnx" / f"{weights_hash(nets)[:20]}-{need}"
+        if not (target / MANIFEST).is_file():
+            export_segments(nets, target, precision=need)
+    return TensorRTBackend(target, precision=precision, device=f"cuda:{index}", **options)
 
 
 __all__ = ["BACKENDS", "TorchBackend", "cache_dir", "make_backend"]

@@ -9,12 +9,12 @@ silently yields grey images on a mismatch), a checkpoint that does not fit raise
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .._fileio import atomic_path
 from .backbone import InstanceNet, SIGGRAPHBackbone
 from .fusion import FusionNet
 
@@ -105,17 +105,6 @@ def load_nets(directory: str | os.PathLike) -> dict[str, nn.Module]:
     return nets
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_official(directory: str | os.PathLike, nets: dict[str, nn.Module], fusion_prefix: bool = False) -> None:
     """Write ``nets`` ({'full', 'instance', 'fusion'}) in the official layout. ``fusion_prefix``
     adds the ``module.`` prefix to the fusion file, as the official training script saves it."""
@@ -125,4 +114,5 @@ def save_official(directory: str | os.PathLike, nets: dict[str, nn.Module], fusi
         state = {k: v.detach().cpu().contiguous() for k, v in nets[kind].state_dict().items()}
         if kind == "fusion" and fusion_prefix:
             state = {"module." + k: v for k, v in state.items()}
-        _atomic_torch_save(state, directory / fname)
+        with atomic_path(directory / fname) as tmp:
+            torch.save(state, tmp)

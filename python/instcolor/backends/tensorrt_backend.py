@@ -1,0 +1,241 @@
+"""TensorRT backend: the exported segments as TensorRT engines, the native fuse kernel between them.
+
+Per processing size S the backend keeps an :class:`EngineSet`: one engine per segment (profile:
+``n = 1..max_images`` images, ``m = 1..8 * max_images`` instances, S fixed), and every tensor in a
+buffer allocated once for the largest batch (:func:`instcolor.trt.plan.plan_buffers`). A batch is
+uploaded into those buffers, the segments and blends run on one CUDA stream
+(:class:`instcolor.backends.segments.SegmentBackend` drives them), and ab comes back at the end.
+Batches with more than ``max_images`` images run in chunks.
+
+The engine executor (``runner_factory``) and the memory (``device``) are pluggable: with
+:class:`instcolor.trt.memory.HostDevice` and a host runner the same orchestration and buffer code
+runs without a GPU (see tests/test_tensorrt.py).
+
+CUDA graphs (``cuda_graphs=True``, opt-in): each segment's TensorRT launch is captured per binding
+(input shapes = image / instance count) and replayed; the blends and copies stay outside the
+graphs. The whole chain is not captured because of ``ops.fuse_instances``: each call builds its
+table (instance order, boxes, scales) on the host and uploads it with ``cudaMemcpyAsync`` from
+pageable memory into a per-call ``cudaMallocAsync`` block (``cudaMalloc`` + stream sync where
+stream-ordered pools are missing). Copies from pageable memory are staged at call time and are not
+capturable, a stream sync is forbidden during capture, and even a captured copy would replay the
+first call's boxes. Capturing the whole chain needs a fuse entry point that reads its table from a
+persistent device buffer, refreshed (from pinned memory, outside or as the first node of the
+graph) before each launch -- a change of the native op, not done here.
+
+Not thread-safe: one backend drives one stream; use one backend per thread.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..export import read_manifest
+from ..trt.plan import MAX_INSTANCES_PER_IMAGE, plan_buffers, plan_profiles
+from .segments import SegmentBackend, split_batch
+
+
+def parse_device(device) -> int:
+    """'cuda' / 'cuda:N' / N -> the CUDA device index; ValueError otherwise."""
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+        return device
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(device))
+    if m is None:
+        raise ValueError(f"backend='tensorrt' runs on a CUDA device ('cuda' or 'cuda:N'), got device={device!r}")
+    return int(m.group(1) or 0)
+
+
+def tensorrt_unavailable_reason(device_index: int = 0) -> str:
+    """'' when TensorRT, cuda-python, a GPU and the CUDA fuse kernel are all there, else why not."""
+    from ..trt.engine import tensorrt_unavailable_reason as reason
+
+    return reason(device_index)
+
+
+def required_export_precision(precision: str) -> str:
+    """Which export (fp32 / fp16) the installed TensorRT builds ``precision`` engines from."""
+    import tensorrt as trt
+
+    from ..trt.plan import build_mode
+
+    return build_mode(precision, trt.__version__, hasattr(trt.BuilderFlag, "FP16"))[0]
+
+
+class EngineSet:
+    """Runners and buffers of one processing size ``size`` for up to ``max_images`` images.
+
+    ``runners``: ``{segment: EngineRunner}``; ``buffers``: ``{buffer name: device buffer}`` per
+    ``plan`` (:class:`instcolor.trt.plan.BufferPlan`). The instance segment's constant inputs
+    (B = 0, mask = -0.5) are filled once, at their largest size.
+    """
+
+    PRESETS = {("instance", "B"): 0.0, ("instance", "mask"): -0.5}
+
+    def __init__(self, manifest: dict, size: int, max_images: int, device, runner_factory, dtype,
+                 max_instances_per_image: int = MAX_INSTANCES_PER_IMAGE):
+        self.size, self.max_images, self.device = size, max_images, device
+        self.dtype = np.dtype(dtype)
+        self.plan = plan_buffers(manifest, size, max_images, self.dtype, max_instances_per_image)
+        self.profiles = plan_profiles(manifest, size, max_images, max_instances_per_image)
+        self.outputs = {s["name"]: list(s["outputs"]) for s in manifest["segments"]}
+        self.runners = {s["name"]: runner_factory(s, self.profiles[s["name"]]) for s in manifest["segments"]}
+        for name, runner in self.runners.items():
+            dtypes = getattr(runner, "dtypes", None)
+            if dtypes is not None and any(np.dtype(d) != self.dtype for d in dtypes.values()):
+                raise ValueError(f"{name}: engine I/O types {sorted(set(map(str, dtypes.values())))} "
+                                 f"but the export's tensors are {self.dtype}")
+        self.buffers = {name: device.alloc(nbytes) for name, nbytes in self.plan.buffers.items()}
+        self._views: dict = {}
+        for (seg, tensor), value in self.PRESETS.items():
+            device.fill(self.view(seg, tensor, self.plan.tensors[(seg, tensor)][0][0]), value)
+
+    def view(self, segment: str, tensor: str, batch: int):
+        """The array of ``tensor`` of ``segment`` for a batch dim of ``batch`` (shared with other
+        tensors of the same buffer)."""
+        key = (segment, tensor, batch)
+        v = self._views.get(key)
+        if v is None:
+            shape, buf = self.plan.tensors[(segment, tensor)]
+            if not 1 <= batch <= shape[0]:
+                raise ValueError(f"{segment}/{tensor}: batch {batch} outside 1..{shape[0]} of this engine set")
+            v = self._views[key] = self.device.view(self.buffers[buf], (batch,) + tuple(shape[1:]), self.dtype)
+        return v
+
+    def fused_view(self, point: str, batch: int):
+        key = ("fused", point, batch)
+        v = self._views.get(key)
+        if v is None:
+            shape, buf = self.plan.fused[point]
+            v = self._views[key] = self.device.view(self.buffers[buf], (batch,) + tuple(shape[1:]), self.dtype)
+        return v
+
+
+class TensorRTBackend(SegmentBackend):
+    """Runs an export directory with TensorRT engines on a CUDA device.
+
+    ``precision``: 'fp32' or 'fp16' (see :func:`instcolor.trt.plan.build_mode`; the export must be
+    the one that mode builds from: fp32 export for fp32 and for fp16 on TensorRT 10, the fp16 export
+    for fp16 on TensorRT >= 11). ``max_images``: the largest image batch the engines take (larger
+    batches run in chunks); up to 8 instances per image. ``device``: 'cuda' / 'cuda:N', or a device
+    object (:mod:`instcolor.trt.memory`). ``cache_root``: engine cache folder (default
+    ``cache_dir()/"tensorrt"``). ``workspace_bytes``: the builder's workspace limit.
+    ``cuda_graphs``: capture each segment's launches (see the module doc). ``runner_factory``
+    ``(manifest segment, profile) -> EngineRunner`` and ``fuse`` (``ops.fuse_instances``-like, with
+    ``out=`` and ``stream=``) replace TensorRT and the native kernel, e.g. for tests.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, export_dir: str | os.PathLike, precision: str = "fp32", max_images: int = 1,
+                 device="cuda", cache_root: str | os.PathLike | None = None, workspace_bytes: int | None = None,
+                 cuda_graphs: bool = False, runner_factory=None, fuse=None,
+                 max_instances_per_image: int = MAX_INSTANCES_PER_IMAGE):
+        self.export_dir = Path(export_dir)
+        self._init_segments(read_manifest(export_dir))
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+        if self.manifest["precision"] == "fp16" and precision != "fp16":
+            raise ValueError(f"{export_dir} is an fp16 export; it builds precision='fp16' engines only")
+        if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+            raise ValueError(f"max_images must be an int >= 1, got {max_images!r}")
+        self.precision, self.max_images = precision, max_images
+        self.max_instances_per_image = max_instances_per_image
+        self.dtype = np.dtype(np.float16 if self.manifest["precision"] == "fp16" else np.float32)
+        self.cuda_graphs = cuda_graphs
+        if isinstance(device, (str, int)):
+            from ..trt.cuda import CudaDevice
+
+            device = CudaDevice(parse_device(device))
+        self.device = device
+        if runner_factory is None:
+            runner_factory = self._tensorrt_factory(cache_root, workspace_bytes)
+        self.runner_factory = runner_factory
+        if fuse is None:
+            from .. import ops
+
+            fuse = ops.fuse_instances
+        self.fuse = fuse
+        self.sets: dict[int, EngineSet] = {}
+        self._set: EngineSet | None = None
+
+    def _tensorrt_factory(self, cache_root, workspace_bytes):
+        import tensorrt as trt
+
+        from ..trt.engine import EngineStore, TensorRTRunner
+        from ..trt.plan import build_mode
+
+        export_precision, mode = build_mode(self.precision, trt.__version__, hasattr(trt.BuilderFlag, "FP16"))
+        if export_precision != self.manifest["precision"]:
+            raise ValueError(f"{self.export_dir} is an {self.manifest['precision']} export, but precision="
+                             f"{self.precision!r} on TensorRT {trt.__version__} builds from the {export_precision} "
+                             f"export (instcolor export --precision {export_precision})")
+        self.mode = mode
+        store = EngineStore(self.export_dir, self.manifest, mode, getattr(self.device, "index", 0),
+                            cache_root, workspace_bytes)
+        self.store = store
+
+        def factory(segment: dict, profile: dict):
+            return TensorRTRunner(store.engine(segment, profile), segment["name"], self.device, self.cuda_graphs)
+
+        return factory
+
+    # ------------------------------------------------------------------ engine sets
+    def engine_set(self, size: int) -> EngineSet:
+        """The engines and buffers for processing size ``size`` (built / loaded on first use)."""
+        es = self.sets.get(size)
+        if es is None:
+            es = self.sets[size] = EngineSet(self.manifest, size, self.max_images, self.device, self.runner_factory,
+                                             self.dtype, self.max_instances_per_image)
+        return es
+
+    def release(self, size: int | None = None) -> None:
+        """Forget the engine set of ``size`` (all with None); its memory goes with the device."""
+        for s in ([size] if size is not None else list(self.sets)):
+            es = self.sets.pop(s, None)
+            for r in (es.runners.values() if es else ()):
+                if hasattr(r, "close_graphs"):
+                    r.close_graphs()
+
+    # ------------------------------------------------------------------ SegmentBackend
+    def run(self, batch) -> np.ndarray:
+        """``batch``: :class:`instcolor.pipeline.Batch` -> ab (B, 2, S, S) float32 numpy."""
+        B, S = batch.full_L.shape[0], int(batch.full_L.shape[-1])
+        if len(batch.inst_image):
+            counts = np.bincount(batch.inst_image, minlength=B)
+            if counts.max() > self.max_instances_per_image:
+                raise ValueError(f"image {int(counts.argmax())} has {int(counts.max())} instances; the engines take "
+                                 f"at most {self.max_instances_per_image} per image")
+        self._set = self.engine_set(S)
+        parts = [super(TensorRTBackend, self).run(p) for p in split_batch(batch, self.max_images)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _feed(self, segment, name, host):
+        view = self._set.view(segment, name, host.shape[0])
+        self.device.upload(view, host)
+        return view
+
+    def _constant(self, segment, name, shape, value):
+        view = self._set.view(segment, name, shape[0])
+        if self._set.PRESETS.get((segment, name)) != value:
+            self.device.fill(view, value)
+        return view
+
+    def _run(self, segment, feeds):
+        batch = next(iter(feeds.values())).shape[0]
+        outs = {t: self._set.view(segment, t, batch) for t in self._set.outputs[segment]}
+        self._set.runners[segment].run(feeds, outs, self.device.stream)
+        return [outs[t] for t in self._set.outputs[segment]]
+
+    def _fuse(self, point, feat, bg_logit, inst_feat, inst_logit, box_info, inst_image):
+        out = self._set.fused_view(point, feat.shape[0])
+        self.fuse(feat, bg_logit, inst_feat, inst_logit, box_info, inst_image, out=out, stream=self.device.stream)
+        return out
+
+    def _fetch(self, array):
+        return self.device.download(array)
+
+    def close(self) -> None:
+        self.release()
+        self.device.close()
