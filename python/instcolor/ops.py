@@ -41,12 +41,16 @@ results without launching anything.
 from __future__ import annotations
 
 import numbers
+import os
 import sys
 from typing import Any, Sequence
 
 import numpy as np
 
-from . import _native
+# Our OpenMP runtime is not torch's (or ONNX Runtime's): threads that spin after each parallel
+# region would compete with theirs for the cores. Passive waiting, unless the user chose otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from . import _native  # noqa: E402
 
 __all__ = [
     "MAX_INSTANCES", "cuda_compiled", "cuda_available", "cuda_unavailable_reason",

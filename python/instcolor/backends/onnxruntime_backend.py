@@ -48,6 +48,9 @@ class OnnxRuntimeBackend(SegmentBackend):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.enable_mem_pattern = True
         so.enable_cpu_mem_arena = True
+        # 16 sessions run one after another with the native kernels in between: spinning pool
+        # threads would steal the cores from the next session and the kernels.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers or ["CPUExecutionProvider"]
         self.sessions = {s["name"]: ort.InferenceSession(str(self.export_dir / s["file"]), so, providers=providers)
                          for s in self.manifest["segments"]}
