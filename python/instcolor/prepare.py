@@ -89,13 +89,13 @@ def as_rgb_uint8(image, name: str = "image") -> np.ndarray:
 
         path = Path(image)
         if not path.is_file():
-            raise FileNotFoundError(f"{name}: no such file: {path}")
+            raise FileNotFoundError(f"no such file: {path}")
         try:
             with Image.open(path) as im:
                 im.load()
                 image = im.convert("RGB")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"{name}: cannot read image file {path}: {e}") from None
+            raise ValueError(f"cannot read image file {path}: {e}") from None
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL image
         image = np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
