@@ -129,3 +129,13 @@ def test_real_detector_drives_the_instance_path(tiny_weights_dir):
     assert len(r.boxes) >= 2 and {0, 1} <= set(r.labels.tolist())
     plain = Colorizer.from_pretrained(tiny_weights_dir).colorize(img, size=64)
     assert np.abs(plain.ab - r.ab).max() > 1e-3
+
+
+def test_labels_follow_the_selection_without_scores(tiny_weights_dir):
+    def detector(image):
+        return Detections(boxes=[[i, 0, i + 10, 10] for i in range(10)], labels=list(range(10)))
+
+    r = Colorizer.from_pretrained(tiny_weights_dir, detector=detector).colorize(_img(), size=32)
+    assert r.scores is None
+    np.testing.assert_array_equal(r.labels, np.arange(8))
+    np.testing.assert_array_equal(r.boxes[:, 0], np.arange(8))

@@ -142,3 +142,10 @@ def test_as_rgb_uint8_inputs(tmp_path):
         P.as_rgb_uint8(bad)
     with pytest.raises(FileNotFoundError, match="nope.png"):
         P.as_rgb_uint8(tmp_path / "nope.png")
+
+
+def test_bad_box_error_names_the_original_index():
+    boxes = np.array([[i, 0, i + 10, 10] for i in range(10)] + [[3, 3, 3.5, 9]], np.float64)
+    scores = np.linspace(0.1, 1.0, 11)  # the bad box (index 10) has the top score
+    with pytest.raises(ValueError, match=r"box 10 \[3.0, 3.0, 3.5, 9.0\]"):
+        P.select_boxes(boxes, scores, (50, 50))

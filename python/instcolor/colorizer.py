@@ -91,11 +91,8 @@ class Colorizer:
 
 def _selected_extras(boxes, scores, labels):
     """Scores / labels in the order :func:`prepare.select_boxes` uses the boxes."""
-    if scores is None:
-        return None, None
-    s = np.asarray(scores, np.float32).reshape(-1)
-    lab = None if labels is None else np.asarray(labels, np.int64).reshape(-1)
-    if len(s) > _prepare.MAX_BOXES:
-        order = np.argsort(s.astype(np.float64), kind="stable")[-_prepare.MAX_BOXES:]
-        return s[order], (lab[order] if lab is not None else None)
+    n = len(np.asarray(boxes if boxes is not None else np.zeros((0, 4))).reshape(-1, 4))
+    order = _prepare.selection_order(n, scores)
+    s = None if scores is None else np.asarray(scores, np.float32).reshape(-1)[order]
+    lab = None if labels is None else np.asarray(labels, np.int64).reshape(-1)[order]
     return s, lab

@@ -118,6 +118,17 @@ def check_size(size: int) -> int:
 
 
 # ----------------------------------------------------------------------------- boxes
+def selection_order(n: int, scores=None, max_boxes: int = MAX_BOXES) -> np.ndarray:
+    """Indices of the detections the nets use, in the order used: all ``n`` in the given order when
+    ``n <= max_boxes``; otherwise the ``max_boxes`` highest scores in ascending score order (the
+    official argsort rule), or the first ``max_boxes`` without scores. ``(K,)`` int64."""
+    if n <= max_boxes:
+        return np.arange(n, dtype=np.int64)
+    if scores is None:
+        return np.arange(max_boxes, dtype=np.int64)
+    return np.argsort(np.asarray(scores, np.float64).reshape(-1), kind="stable")[-max_boxes:].astype(np.int64)
+
+
 def select_boxes(boxes, scores=None, image_hw: tuple[int, int] | None = None,
                  max_boxes: int = MAX_BOXES, name: str = "boxes") -> np.ndarray:
     """Detections -> the int boxes the nets use, in the order used.
@@ -142,16 +153,11 @@ def select_boxes(boxes, scores=None, image_hw: tuple[int, int] | None = None,
             raise ValueError(f"{name}: {b.shape[0]} boxes but {s.shape[0]} scores")
         if not np.isfinite(s).all():
             raise ValueError(f"{name}: scores contain NaN or infinity")
-    ib = np.trunc(b).astype(np.int64)
-    if ib.shape[0] > max_boxes:
-        if scores is not None:
-            order = np.argsort(s, kind="stable")[-max_boxes:]
-            ib = ib[order]
-        else:
-            ib = ib[:max_boxes]
-    for i, (x0, y0, x1, y1) in enumerate(ib.tolist()):
+    order = selection_order(b.shape[0], scores, max_boxes)
+    ib = np.trunc(b[order]).astype(np.int64)
+    for i, (x0, y0, x1, y1) in zip(order.tolist(), ib.tolist()):
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"{name}: box {i} {b[i].tolist() if i < len(b) else (x0, y0, x1, y1)} "
+            raise ValueError(f"{name}: box {i} {b[i].tolist()} "
                              f"has zero or negative area after int truncation ({x0}, {y0}, {x1}, {y1})")
         if image_hw is not None:
             h, w = image_hw
