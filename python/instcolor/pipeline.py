@@ -23,6 +23,16 @@ class Batch:
     inst_image: np.ndarray
     box_info: list = field(default_factory=list)
 
+    def split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(plain, fused, inst_image): indices of the images without / with instances, and each
+        instance's index among the ``fused`` images (what the fusion net's batch sees)."""
+        B = self.full_L.shape[0]
+        counts = np.bincount(self.inst_image, minlength=B) if len(self.inst_image) else np.zeros(B, np.int64)
+        plain, fused = np.flatnonzero(counts == 0), np.flatnonzero(counts > 0)
+        remap = np.full(B, -1, np.int64)
+        remap[fused] = np.arange(len(fused))
+        return plain, fused, remap[self.inst_image]
+
     @classmethod
     def stack(cls, prepared: list[_prepare.Prepared]) -> "Batch":
         size = prepared[0].size

@@ -61,8 +61,7 @@ class SegmentBackend:
     def run(self, batch: Batch) -> np.ndarray:
         """``batch``: :class:`instcolor.pipeline.Batch` (B images, M instances) -> ab (B, 2, S, S) float32."""
         B, S = batch.full_L.shape[0], batch.full_L.shape[-1]
-        counts = np.bincount(batch.inst_image, minlength=B) if len(batch.inst_image) else np.zeros(B, np.int64)
-        plain, fused = np.flatnonzero(counts == 0), np.flatnonzero(counts > 0)
+        plain, fused, inst_image = batch.split()
         pending = []
         if len(plain):
             host = dict(A=batch.full_L[plain], B=batch.hint_ab[plain], mask=batch.hint_mask[plain])
@@ -75,9 +74,6 @@ class SegmentBackend:
                                               mask=self._constant("instance", "mask", (M, 1, S, S), -0.5)))
             n = len(self.feature_names)
             feats, logits = dict(zip(self.feature_names, inst[:n])), dict(zip(self.feature_names, inst[n:]))
-            remap = np.full(B, -1, np.int64)
-            remap[fused] = np.arange(len(fused))
-            inst_image = remap[batch.inst_image]
             host = dict(A=batch.full_L[fused], B=batch.hint_ab[fused], mask=batch.hint_mask[fused])
             values = {}
             for seg in self.fusion_segments:

@@ -31,35 +31,31 @@ class TorchBackend:
     def _t(self, a) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a)).to(self.device)
 
+    def _instance(self, crop_L: np.ndarray):
+        """Instance net on crops; crops never get hints (ab planes 0, centred mask -0.5)."""
+        M, S = crop_L.shape[0], crop_L.shape[-1]
+        return self.instance(self._t(crop_L), torch.zeros((M, 2, S, S), device=self.device),
+                             torch.full((M, 1, S, S), -0.5, device=self.device))
+
     @torch.inference_mode()
     def run(self, batch) -> np.ndarray:
         """``batch``: :class:`instcolor.pipeline.Batch` -> ab (B, 2, S, S) float32 numpy."""
         B, S = batch.full_L.shape[0], batch.full_L.shape[-1]
         out = np.zeros((B, 2, S, S), np.float32)
-        counts = np.bincount(batch.inst_image, minlength=B) if len(batch.inst_image) else np.zeros(B, np.int64)
-        plain = np.flatnonzero(counts == 0)
-        fused = np.flatnonzero(counts > 0)
+        plain, fused, inst_image = batch.split()
         if len(plain):
             out[plain] = self.full(self._t(batch.full_L[plain]), self._t(batch.hint_ab[plain]),
                                    self._t(batch.hint_mask[plain])).float().cpu().numpy()
         if len(fused):
-            M = batch.crop_L.shape[0]
-            crop_hint = torch.zeros((M, 2, S, S), device=self.device)
-            crop_mask = torch.full((M, 1, S, S), -0.5, device=self.device)
-            _, feats = self.instance(self._t(batch.crop_L), crop_hint, crop_mask)
-            remap = np.full(B, -1, np.int64)
-            remap[fused] = np.arange(len(fused))
-            inst_image = torch.as_tensor(remap[batch.inst_image])
+            _, feats = self._instance(batch.crop_L)
             levels = [torch.as_tensor(b) for b in batch.box_info]
             out[fused] = self.fusion(self._t(batch.full_L[fused]), self._t(batch.hint_ab[fused]),
                                      self._t(batch.hint_mask[fused]), feats, levels,
-                                     inst_image).float().cpu().numpy()
+                                     torch.as_tensor(inst_image)).float().cpu().numpy()
         return out
 
     @torch.inference_mode()
     def instance_outputs(self, crop_L: np.ndarray) -> tuple[np.ndarray, dict]:
         """Instance net on crops (no hints): (out_reg (M,2,S,S), features). For inspection/tests."""
-        M, S = crop_L.shape[0], crop_L.shape[-1]
-        out, feats = self.instance(self._t(crop_L), torch.zeros((M, 2, S, S), device=self.device),
-                                   torch.full((M, 1, S, S), -0.5, device=self.device))
+        out, feats = self._instance(crop_L)
         return out.cpu().numpy(), {n: feats[n] for n in FEATURE_NAMES}
