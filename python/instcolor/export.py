@@ -180,18 +180,17 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
                 name=spec["name"], file=fname, batch_dim=spec["batch"],
                 inputs=[dict(name=n, channels=int(a.shape[1]), level=_level_of_input(n)) for n, a in zip(spec["inputs"], args)],
                 outputs=spec["outputs"]))
-        for net in nets.values():
-            net.float()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         publish_dir(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     except BaseException:
-        for net in nets.values():
-            net.float()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        for net in nets.values():  # the segment modules share the nets: leave them in fp32
+            net.float()
     return manifest
 
 

@@ -40,24 +40,15 @@ def fuse_instances_reference(bg_feat: torch.Tensor, bg_logit: torch.Tensor, inst
         members = [i for i, img in enumerate(inst_image) if img == b]
         if not members:
             continue
-        logits, feats = [], []
-        union = torch.zeros_like(bg_logit[b:b + 1])
-        for i in members:
-            info = box_info[i]
-            logits.append(_resize_into_box(inst_logit[i:i + 1], info))
-            feats.append(_resize_into_box(inst_feat[i:i + 1], info))
-            left, _, top, _, width, height = info
-            union[:, :, top:top + height, left:left + width] = 1.0
-        logits.append(bg_logit[b:b + 1] + (1 - union) * BACKGROUND_OUTSIDE_BOXES)
-        feats.append(bg_feat[b:b + 1])
-        weights = torch.softmax(torch.cat(logits, 1), 1)
+        weights = blend_weights_reference(bg_logit[b:b + 1], inst_logit[members], [box_info[i] for i in members])
+        feats = [_resize_into_box(inst_feat[i:i + 1], box_info[i]) for i in members] + [bg_feat[b:b + 1]]
         out[b] = (torch.cat(feats, 0) * weights.permute(1, 0, 2, 3)).sum(0)
     return out
 
 
 def blend_weights_reference(bg_logit: torch.Tensor, inst_logit: torch.Tensor, box_info) -> torch.Tensor:
-    """Softmax weights ``(1, M+1, H, W)`` of one image (instances in box order, background last);
-    for inspection and tests (golden ``fusion_softmax_*``)."""
+    """Softmax weights ``(1, M+1, H, W)`` of one image (instances in box order, background last):
+    the weighting half of :func:`fuse_instances_reference`, also compared with golden ``fusion_softmax_*``."""
     logits = []
     union = torch.zeros_like(bg_logit[:1])
     for i, info in enumerate(torch.as_tensor(box_info).reshape(-1, 6).tolist()):
