@@ -304,6 +304,19 @@ def _shape(x) -> tuple[int, ...]:
 
 
 # ============================================================================ colour
+def _planar_f32(kernel, fam: _Family, x, name: str, stream):
+    """Run a per-pixel (N, 3, H, W) float32 -> (N, 3, H, W) float32 kernel on (3, H, W) or
+    (N, 3, H, W) input (shape already checked); empty input launches nothing."""
+    batched = len(_shape(x)) == 4
+    x = _contig(x, fam, name, np.dtype(np.float32))
+    if not batched:
+        x = x[None]
+    res, out = _empty(fam, _shape(x), "float32")
+    if int(np.prod(_shape(x))):
+        kernel(x, out, _stream_handle(fam, stream))
+    return res if batched else res[0]
+
+
 def rgb_to_lab(rgb, size: int | None = None, *, stream=None):
     """RGB -> normalised Lab ``(3, S, S)`` float32: ch0 = (L - 50) / 100, ch1-2 = ab / 110.
 
@@ -339,14 +352,7 @@ def rgb_to_lab(rgb, size: int | None = None, *, stream=None):
         raise ValueError("rgb_to_lab: size is only supported for uint8 input (resampling is defined on 8-bit images)")
     if len(shape) not in (3, 4) or shape[-3] != 3:
         raise ValueError(f"rgb: float input must have shape (3, H, W) or (N, 3, H, W), got {shape}")
-    x = _contig(rgb, fam, "rgb", np.dtype(np.float32))
-    batched = len(shape) == 4
-    if not batched:
-        x = x[None]
-    res, out = _empty(fam, _shape(x), "float32")
-    if int(np.prod(_shape(x))):
-        _native.rgb_to_lab_f32(x, out, _stream_handle(fam, stream))
-    return res if batched else res[0]
+    return _planar_f32(_native.rgb_to_lab_f32, fam, rgb, "rgb", stream)
 
 
 def lab_to_rgb(lab, *, stream=None):
@@ -358,14 +364,7 @@ def lab_to_rgb(lab, *, stream=None):
     shape = _shape(lab)
     if len(shape) not in (3, 4) or shape[-3] != 3:
         raise ValueError(f"lab must have shape (3, H, W) or (N, 3, H, W), got {shape}")
-    x = _contig(lab, fam, "lab", np.dtype(np.float32))
-    batched = len(shape) == 4
-    if not batched:
-        x = x[None]
-    res, out = _empty(fam, _shape(x), "float32")
-    if int(np.prod(_shape(x))):
-        _native.lab_to_rgb(x, out, _stream_handle(fam, stream))
-    return res if batched else res[0]
+    return _planar_f32(_native.lab_to_rgb, fam, lab, "lab", stream)
 
 
 # ============================================================================ crops
