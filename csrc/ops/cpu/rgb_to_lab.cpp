@@ -2,6 +2,7 @@
 #include "ops/rgb_to_lab.h"
 
 #include "ops/color_math.h"
+#include "ops/cpu/planar_pixels.h"
 #include "ops/cpu/resample_u8.h"
 #include "ops/pillow_resample.h"
 
@@ -51,22 +52,11 @@ void rgb_to_lab_u8_cpu(const TensorView& image, int64_t size, const TensorView& 
 void rgb_to_lab_f32_cpu(const TensorView& rgb, const TensorView& out) {
   check_rgb_to_lab_f32(rgb, out, Device::kCPU);
   if (out.numel() == 0) return;
-  const int64_t N = rgb.size(0), HW = rgb.size(2) * rgb.size(3);
-  const float* src = rgb.ptr<float>();
-  float* dst = out.ptr<float>();
-  constexpr int64_t kChunk = 4096;
-  const int64_t chunks = (HW + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < N * chunks; ++job) {
-    const int64_t n = job / chunks, p0 = (job % chunks) * kChunk;
-    const int64_t p1 = p0 + kChunk < HW ? p0 + kChunk : HW;
-    const float* r = src + n * 3 * HW;
-    float* o = dst + n * 3 * HW;
-    for (int64_t p = p0; p < p1; ++p) {
-      color::linear_to_norm_lab(color::srgb_to_linear(r[p]), color::srgb_to_linear(r[HW + p]),
-                                color::srgb_to_linear(r[2 * HW + p]), o[p], o[HW + p], o[2 * HW + p]);
-    }
-  }
+  cpu::for_each_planar_pixel(rgb.ptr<float>(), out.ptr<float>(), rgb.size(0), rgb.size(2) * rgb.size(3),
+                             [](float r, float g, float b, float& L, float& A, float& B) {
+                               color::linear_to_norm_lab(color::srgb_to_linear(r), color::srgb_to_linear(g),
+                                                         color::srgb_to_linear(b), L, A, B);
+                             });
 }
 
 }  // namespace ops
