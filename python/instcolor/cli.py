@@ -56,11 +56,8 @@ def _load_colorizer(args):
     from . import Colorizer
     from .models import CheckpointError
 
-    if not args.weights:
-        raise UsageError("no weights given: pass --weights DIR, a folder holding latest_net_G.pth, "
-                         "latest_net_GF.pth and latest_net_GComp.pth (see README: official checkpoints)")
-    try:
-        return Colorizer.from_pretrained(args.weights, backend=args.backend, device=args.device,
+    try:  # no --weights: the built-in starter weights (from_pretrained prints a one-line notice)
+        return Colorizer.from_pretrained(args.weights or None, backend=args.backend, device=args.device,
                                          detector=args.detector)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
@@ -162,6 +159,69 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_detect(args) -> int:
+    from .detect import detect_to_folder, load_detector
+
+    paths, failures = collect_inputs(args.inputs)
+    for name, why in failures:
+        print(f"instcolor: {name}: {why}", file=sys.stderr)
+    if not paths:
+        raise UsageError("no image files found in the given inputs")
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is not a folder")
+    try:
+        detector = _make_detector(args)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    errors = detect_to_folder(paths, detector, out)
+    for name, why in errors.items():
+        print(f"instcolor: {name}: {why}", file=sys.stderr)
+    print(f"instcolor: boxes of {len(paths) - len(errors)} image(s) in {out}", file=sys.stderr)
+    return 1 if errors or failures else 0
+
+
+def _make_detector(args):
+    from .detect import OnnxDetector
+
+    if not str(args.detector).lower().endswith(".onnx"):
+        raise ValueError(f"--detector: expected an .onnx model file, got {args.detector}")
+    return OnnxDetector(args.detector, score_threshold=args.score_threshold)
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, TrainError, train
+
+    out = Path(args.out)
+    boxes = args.boxes
+    if args.detector:
+        if boxes:
+            raise UsageError("give either --boxes or --detector, not both")
+        from .detect import detect_to_folder
+        from .train.data import list_images
+
+        try:
+            detector = _make_detector(args)
+            paths = list_images(args.data) + (list_images(args.val) if args.val else [])
+        except (ValueError, FileNotFoundError) as e:
+            raise UsageError(str(e)) from None
+        boxes = str(out / "boxes")
+        detect_to_folder(paths, detector, boxes)
+    cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, boxes=boxes, init=args.init,
+                      width=args.width, size=args.size, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
+                      hint_p=1.0 if args.automatic else args.hint_p, class_weight=args.class_weight,
+                      max_instances=args.max_instances, seed=args.seed, device=args.device, amp=args.amp,
+                      threads=args.threads, checkpoint_seconds=args.checkpoint_seconds, val=args.val,
+                      val_every=args.val_every, val_images=args.val_images)
+    try:
+        last = train(cfg)
+    except (TrainError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"instcolor: {args.stage} stage at step {last.get('step')}; weights in {out} "
+          f"(latest_net_GComp.pth, latest_net_G.pth, latest_net_GF.pth)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instcolor", description="Instance-aware image colorization.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Colorize images; writes OUTDIR/<stem>.png at each input's resolution.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="folder for the PNG results")
-    p.add_argument("--weights", metavar="DIR", help="folder with latest_net_G.pth, latest_net_GF.pth, latest_net_GComp.pth")
+    p.add_argument("--weights", metavar="DIR",
+                   help="weights folder: official layout (latest_net_G.pth, latest_net_GF.pth, latest_net_GComp.pth), "
+                        "a training run folder or a bundle (config.json + model.safetensors); default: the "
+                        "built-in starter weights")
     p.add_argument("--boxes", metavar="PATH", help="instance boxes: a folder of <stem>.npz (bbox, scores) or one JSON file")
     p.add_argument("--detector", metavar="MODEL.onnx",
                    help="ONNX object detector (YOLOX, YOLOv8 or torchvision-style outputs) for images without --boxes")
@@ -197,6 +260,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = official)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init_weights)
+
+    p = sub.add_parser("detect", help="detect instance boxes and write <stem>.npz per image",
+                       description="Run an ONNX detector on images; writes OUTDIR/<stem>.npz (bbox, scores, "
+                                   "labels), the official boxes format that --boxes and `train --boxes` read. "
+                                   "Images whose file exists are skipped (an interrupted run resumes).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
+    p.add_argument("--detector", required=True, metavar="MODEL.onnx", help="ONNX detector (YOLOX, YOLOv8, torchvision-style)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum detection score (default 0.3)")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("train", help="train one stage (full, instance, fusion); resumable",
+                       description="Train one of the paper's three stages into a run folder that is also a "
+                                   "weights folder (official layout). Run the same command again to resume.")
+    p.add_argument("--stage", required=True, choices=("full", "instance", "fusion"))
+    p.add_argument("--data", required=True, metavar="DIR", help="folder of colour photos (greyscale ones are skipped)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (weights, state.pt, log, samples)")
+    p.add_argument("--init", metavar="DIR", help="weights to start from: the previous stage's run folder "
+                                                 "(required for instance and fusion)")
+    p.add_argument("--boxes", metavar="PATH", help="boxes per photo: folder of <stem>.npz or a JSON file")
+    p.add_argument("--detector", metavar="MODEL.onnx", help="compute the boxes with this detector into RUN_DIR/boxes")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="detector score threshold (default 0.3)")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier, full stage (default 1.0)")
+    p.add_argument("--size", type=int, default=256, help="training resolution S (default 256)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, as official)")
+    p.add_argument("--steps", type=int, default=10000, help="train until this step (default 10000)")
+    p.add_argument("--hint-p", type=float, default=0.125,
+                   help="simulated hints: stop probability of the geometric point count (default 1/8, SIGGRAPH'17)")
+    p.add_argument("--automatic", action="store_true", help="no simulated hints (same as --hint-p 1)")
+    p.add_argument("--class-weight", type=float, default=0.0, help="weight of the ab classification loss (default 0: off)")
+    p.add_argument("--max-instances", type=int, default=8, help="fusion stage: boxes per photo (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
+                   help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else off")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--val", metavar="DIR", help="validation photos (default: 16 training photos)")
+    p.add_argument("--val-every", type=int, default=500, help="validate and write samples/latest.png every N steps")
+    p.add_argument("--val-images", type=int, default=16)
+    p.add_argument("--checkpoint-seconds", type=float, default=300.0, help="checkpoint at least this often (default 300)")
+    p.set_defaults(func=cmd_train)
+
+    from .evaluate import add_eval_parser
+    from .models.bundle_cli import add_bundle_parser
+
+    add_eval_parser(sub)
+    add_bundle_parser(sub)
     return parser
 
 

@@ -31,11 +31,19 @@ class Colorizer:
             backend.set_fuse(self.ops.fuse_instances)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, backend: str = "torch", device: str = "cpu",
+    def from_pretrained(cls, path: str | os.PathLike | None = None, backend: str = "torch", device: str = "cpu",
                         detector=None, native: bool | None = None) -> "Colorizer":
-        """Load weights from ``path``: a directory with latest_net_G.pth, latest_net_GF.pth and
-        latest_net_GComp.pth (official layout; keys may carry ``module.``), or, for
-        ``backend="onnxruntime"``, an export directory written by :func:`instcolor.export.export_segments`.
+        """Load weights from ``path``, a directory holding either
+
+        * latest_net_G.pth, latest_net_GF.pth and latest_net_GComp.pth (the official layout; keys
+          may carry ``module.``), or
+        * an instcolor bundle: config.json + model.safetensors (see :func:`instcolor.models.save_bundle`),
+
+        or, for ``backend="onnxruntime"`` / ``"tensorrt"``, an export directory written by
+        :func:`instcolor.export.export_segments`. ``path=None`` (the default) uses the built-in
+        starter bundle (:func:`instcolor.weights.starter_weights`; a small model, far below the
+        paper's quality) and says so once per process on stderr; ``FileNotFoundError`` when the
+        package was installed without it.
 
         backend: 'torch' (eager PyTorch on ``device``) or 'onnxruntime' (exports the segments on
         first use into the cache folder ``$INSTCOLOR_CACHE`` or ``~/.cache/instcolor``, keyed by the
@@ -43,10 +51,17 @@ class Colorizer:
         or a path to an ONNX detector. Raises :class:`instcolor.models.CheckpointError` when the
         weight files are missing or do not fit.
         """
+        from . import weights as _weights
         from .backends import make_backend
         from .detect import load_detector
 
-        return cls(make_backend(path, backend, device=device), detector=load_detector(detector), native=native)
+        starter = path is None
+        if starter:
+            path = _weights.starter_weights()
+        colorizer = cls(make_backend(path, backend, device=device), detector=load_detector(detector), native=native)
+        if starter:
+            _weights.announce_starter(path)
+        return colorizer
 
     # ------------------------------------------------------------------ single image
     def colorize(self, image, boxes=None, scores=None, hints: Sequence[Hint] | HintPlanes = (),

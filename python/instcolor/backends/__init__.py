@@ -15,7 +15,8 @@ def cache_dir() -> Path:
 
 
 def make_backend(path, backend: str = "torch", device: str = "cpu", **options):
-    """Build the named backend from a weights directory (or, for onnxruntime / tensorrt, an export directory).
+    """Build the named backend from a weights directory (official layout or bundle, see
+    :func:`instcolor.models.load_nets`; or, for onnxruntime / tensorrt, an export directory).
 
     ``options`` go to the TensorRT backend only (precision='fp32'|'fp16', max_images, cuda_graphs,
     cache_root, workspace_bytes; see :class:`instcolor.backends.tensorrt_backend.TensorRTBackend`).

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from .base import Detections, Detector
 from .coco import COCO_CLASSES, coco91_to_80
-from .files import BoxesFile, load_boxes_source
+from .files import BoxesFile, detect_to_folder, load_boxes_source, write_boxes_npz
 from .nms import batched_nms, box_iou, nms
 from .onnx_detector import OnnxDetector
 from .torchvision_detector import TorchvisionMaskRCNN
 
-__all__ = ["Detections", "Detector", "BoxesFile", "load_boxes_source", "OnnxDetector", "TorchvisionMaskRCNN",
+__all__ = ["Detections", "Detector", "BoxesFile", "load_boxes_source", "detect_to_folder", "write_boxes_npz", "OnnxDetector", "TorchvisionMaskRCNN",
            "COCO_CLASSES", "coco91_to_80", "nms", "batched_nms", "box_iou", "load_detector"]
 
 

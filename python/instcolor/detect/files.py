@@ -63,3 +63,40 @@ class BoxesFile:
 
 def load_boxes_source(path: str | Path) -> BoxesFile:
     return BoxesFile(path)
+
+
+def write_boxes_npz(path: str | Path, det: Detections) -> None:
+    """Write one image's detections in the official per-image format (``bbox`` (N,4) float32,
+    ``scores`` (N,) float32; plus ``labels`` (N,) int64 when known), atomically."""
+    from .._fileio import atomic_path
+
+    arrays = {"bbox": np.asarray(det.boxes, np.float32).reshape(-1, 4),
+              "scores": (np.asarray(det.scores, np.float32) if det.scores is not None
+                         else np.ones(len(det.boxes), np.float32))}
+    if det.labels is not None:
+        arrays["labels"] = np.asarray(det.labels, np.int64)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def detect_to_folder(paths, detector, out_dir: str | Path, progress: bool = True) -> dict[str, str]:
+    """Run ``detector`` on each image file of ``paths`` and write ``out_dir/<stem>.npz``
+    (:func:`write_boxes_npz`). Images whose file already exists are skipped, so an interrupted
+    run continues where it stopped. Returns {file name: error} for unreadable images."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    errors: dict[str, str] = {}
+    todo = [Path(p) for p in paths if not (out_dir / f"{Path(p).stem}.npz").is_file()]
+    for p in tqdm(todo, desc="detect", unit="img", disable=not progress or len(todo) < 2):
+        try:
+            with Image.open(p) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            errors[p.name] = f"cannot read image ({e})"
+            continue
+        write_boxes_npz(out_dir / f"{p.stem}.npz", detector(rgb))
+    return errors

@@ -1,4 +1,4 @@
-"""Checkpoints in the official file layout, loaded strictly.
+"""Checkpoints in the official file layout, loaded strictly (bundles: see :mod:`.bundle`).
 
 A directory holds ``latest_net_GComp.pth`` (full-image net), ``latest_net_G.pth`` (instance
 net) and ``latest_net_GF.pth`` (fusion net), each a plain state dict. Keys may carry the
@@ -90,14 +90,24 @@ def load_net(kind: str, path: str | os.PathLike) -> nn.Module:
 
 
 def load_nets(directory: str | os.PathLike) -> dict[str, nn.Module]:
-    """Load the three nets from a directory in the official layout -> {'full', 'instance', 'fusion'}."""
+    """Load the three nets from a weights directory -> {'full', 'instance', 'fusion'} (eval mode).
+
+    The directory is either in the official layout (the three ``.pth`` files) or an instcolor
+    bundle (``config.json`` + ``model.safetensors``, see :mod:`instcolor.models.bundle`).
+    """
+    from .bundle import BUNDLE_FILES, is_bundle, load_bundle
+
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"weights directory not found: {directory}")
     missing = [f for f in OFFICIAL_FILES.values() if not (directory / f).is_file()]
+    if is_bundle(directory) or (len(missing) == len(OFFICIAL_FILES)
+                                and any((directory / f).is_file() for f in BUNDLE_FILES)):
+        return load_bundle(directory)  # a complete bundle, or a partial one (its error names the missing file)
     if missing:
         raise CheckpointError(f"{directory}: missing weights file(s) {', '.join(missing)} "
-                              f"(expected {', '.join(OFFICIAL_FILES.values())})")
+                              f"(expected {', '.join(OFFICIAL_FILES.values())}, "
+                              f"or an instcolor bundle: config.json + model.safetensors)")
     nets = {kind: load_net(kind, directory / fname) for kind, fname in OFFICIAL_FILES.items()}
     widths = {kind: net.width for kind, net in nets.items()}
     if len(set(widths.values())) != 1:

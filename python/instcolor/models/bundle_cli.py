@@ -1,0 +1,60 @@
+"""``instcolor bundle --weights DIR -o OUTDIR [--info FILE.json]``: convert weights to a bundle.
+
+Wire into the CLI with ``add_bundle_parser(subparsers)`` (sets ``func=cmd_bundle``).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_bundle_parser(subparsers):
+    """Add the ``bundle`` sub-command to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    p = subparsers.add_parser(
+        "bundle", help="convert weights to a compact bundle (model.safetensors + config.json)",
+        description="Convert weights (official layout or a bundle) into an instcolor bundle: one float16 "
+                    "safetensors file with the three nets, tensors shared between nets stored once, "
+                    "plus config.json with the width and a sha256 of the weights file.")
+    p.add_argument("--weights", required=True, metavar="DIR",
+                   help="folder with latest_net_G.pth, latest_net_GF.pth, latest_net_GComp.pth, or a bundle")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
+                   help="folder for the bundle (new, empty, or an existing bundle to replace)")
+    p.add_argument("--info", metavar="FILE.json",
+                   help="JSON object stored as the bundle's 'info' (default: kept from a bundle input, else none)")
+    p.set_defaults(func=cmd_bundle)
+    return p
+
+
+def cmd_bundle(args) -> int:
+    from ..cli import UsageError
+    from .bundle import CONFIG_FILE, MODEL_FILE, bundle_info, is_bundle, save_bundle
+    from .checkpoint import OFFICIAL_FILES, CheckpointError, load_nets
+
+    src, out = Path(args.weights), Path(args.output_dir)
+    info = None
+    if getattr(args, "info", None):
+        try:
+            info = json.loads(Path(args.info).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise UsageError(f"--info {args.info}: cannot read a JSON object ({e})") from None
+        if not isinstance(info, dict):
+            raise UsageError(f"--info {args.info}: expected a JSON object, got {type(info).__name__}")
+    try:
+        src_is_bundle = is_bundle(src)
+        nets = load_nets(src)
+        if info is None and src_is_bundle:
+            info = bundle_info(src) or None
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    try:
+        save_bundle(out, nets, info=info)
+    except (FileExistsError, ValueError, OSError) as e:
+        raise UsageError(f"cannot write the bundle: {e}") from None
+    size = (out / MODEL_FILE).stat().st_size
+    shared = len(json.loads((out / CONFIG_FILE).read_text())["shared"])
+    before = 0 if src_is_bundle else sum((src / f).stat().st_size for f in OFFICIAL_FILES.values())
+    ratio = f", {before / 2**20:.1f} MiB before" if before else ""
+    print(f"instcolor: wrote a width-{nets['full'].width:g} bundle to {out}: {MODEL_FILE} {size / 2**20:.1f} MiB"
+          f"{ratio}, {shared} tensors shared between nets", file=sys.stderr)
+    return 0

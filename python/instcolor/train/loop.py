@@ -1,0 +1,495 @@
+"""The three training stages of the paper, resumable at any step.
+
+Stage order (paper, Sec. 3.4): ``full`` trains the full-image net; ``instance`` starts from
+it and trains on box crops; ``fusion`` freezes both and trains only the 13 blend blocks of
+the fusion net (whose backbone is the full-image net). Every run folder is a complete
+weights folder in the official layout (``latest_net_GComp.pth`` full image,
+``latest_net_G.pth`` instance, ``latest_net_GF.pth`` fusion) that
+``Colorizer.from_pretrained`` loads and that the next stage takes as ``init``.
+
+Run folder: ``config.json`` (what the run is), ``state.pt`` (step, trainable weights,
+optimizer, AMP scaler, history), the three ``latest_net_*.pth``, ``log.jsonl`` (one line
+per validation), ``samples/latest.png`` (grey input | prediction | ground truth rows).
+Resuming: run the same command again; the run continues from ``state.pt``. All files are
+replaced atomically, so a run killed at any moment loses at most the steps since its last
+checkpoint (every ``checkpoint_seconds`` and on Ctrl-C / SIGTERM).
+
+Determinism: the samples and augmentations of step ``t`` depend only on ``(seed, t)``
+(:func:`instcolor.train.data.rng_for`), so ``k`` steps + resume + ``k`` steps equals ``2k``
+steps on the same machine and thread count.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._fileio import atomic_path
+from ..models import FusionNet, InstanceNet, SIGGRAPHBackbone, load_nets, load_state_dict_strict, save_official
+from ..models.backbone import NUM_CLASSES
+from . import data as D
+
+STAGES = ("full", "instance", "fusion")
+HUBER_DELTA = 1.0 / 110.0  # official: smooth-L1 on normalised ab, delta = 1/110
+L1_WEIGHT = 10.0           # official: loss_G_L1_reg = 10 * mean(huber)
+AB_QUANT, AB_MAX = 10.0, 110.0  # classification head: 23 x 23 = 529 ab bins
+STATE_FILE, CONFIG_FILE, LOG_FILE = "state.pt", "config.json", "log.jsonl"
+
+
+class TrainError(ValueError):
+    """A training set-up that cannot run (bad data, missing init weights, config mismatch)."""
+
+
+@dataclass
+class TrainConfig:
+    """What a run is. Fields marked (resume) must stay the same when a run is resumed."""
+
+    stage: str                       # (resume) 'full' | 'instance' | 'fusion'
+    data: str                        # (resume) folder of colour photos
+    out: str                         # run folder
+    boxes: str | None = None         # (resume) boxes folder (official <stem>.npz) or JSON; instance/fusion
+    init: str | None = None          # (resume) weights folder to start from (previous stage's run folder)
+    width: float = 1.0               # (resume) channel width multiplier (full stage; later stages inherit)
+    size: int = 256                  # (resume) training resolution S
+    batch_size: int = 16             # (resume)
+    lr: float = 1e-4
+    steps: int = 10000               # stop after this many steps (may be raised on resume)
+    hint_p: float = 0.125            # (resume) geometric stop probability of simulated hints; 1 = automatic only
+    class_weight: float = 0.0        # (resume) weight of the ab-classification head loss (0 = off)
+    max_instances: int = 8           # (resume) fusion stage: boxes per image
+    seed: int = 0                    # (resume)
+    device: str = "cpu"
+    amp: str = "auto"                # 'auto' (fp16 on CUDA, bf16 on CPUs that have it), 'off', 'bf16', 'fp16'
+    threads: int = 0                 # torch CPU threads (0 = leave torch's default)
+    checkpoint_seconds: float = 300.0
+    val: str | None = None           # folder of validation photos (default: 16 training photos)
+    val_every: int = 500
+    val_images: int = 16
+
+    RESUME_FIELDS = ("stage", "data", "boxes", "init", "width", "size", "batch_size", "hint_p",
+                     "class_weight", "max_instances", "seed")
+
+    def check(self) -> None:
+        from ..prepare import check_size
+
+        if self.stage not in STAGES:
+            raise TrainError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        try:
+            check_size(self.size)
+        except ValueError as e:
+            raise TrainError(f"size: {e}") from None
+        if not (0 < self.width <= 1):
+            raise TrainError(f"width must be in (0, 1], got {self.width}")
+        if not (0 < self.hint_p <= 1):
+            raise TrainError(f"hint_p must be in (0, 1], got {self.hint_p}")
+        for name in ("batch_size", "steps", "val_every", "val_images", "max_instances"):
+            if int(getattr(self, name)) < 1:
+                raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise TrainError(f"lr must be > 0, got {self.lr}")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise TrainError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")
+        if self.stage != "full" and not self.init:
+            raise TrainError(f"the {self.stage} stage starts from the previous stage's weights: give init "
+                             f"(--init RUN_DIR of the {'full' if self.stage == 'instance' else 'instance'} stage)")
+        if self.stage != "full" and not self.boxes:
+            raise TrainError(f"the {self.stage} stage needs boxes: give boxes (a folder of <stem>.npz or a JSON "
+                             "file, e.g. written by `instcolor detect`)")
+
+
+# ----------------------------------------------------------------------------- losses
+def huber_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Official regression loss: 10 * mean over pixels of the per-pixel smooth-L1 (delta 1/110)
+    summed over the two ab channels. pred, target (N, 2, S, S)."""
+    per = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=HUBER_DELTA)
+    return L1_WEIGHT * per.sum(dim=1).mean()
+
+
+def ab_classes(ab: torch.Tensor) -> torch.Tensor:
+    """Normalised ab (N, 2, h, w) -> (N, h, w) int64 bin index on the 23 x 23 grid of step 10."""
+    n = int(2 * AB_MAX / AB_QUANT + 1)
+    idx = torch.round((ab * 110.0 + AB_MAX) / AB_QUANT).clamp(0, n - 1).long()
+    return idx[:, 0] * n + idx[:, 1]
+
+
+# ----------------------------------------------------------------------------- nets per stage
+def _fresh_fusion(full: SIGGRAPHBackbone, seed: int) -> FusionNet:
+    """Fusion net with the full-image net as backbone and freshly initialised blend blocks."""
+    torch.manual_seed(seed + 3)
+    fusion = FusionNet(full.width)
+    backbone = {k: v for k, v in full.state_dict().items()}
+    missing = [k for k in fusion.state_dict() if k not in backbone and not k.startswith("weight_layer")]
+    if missing:
+        raise TrainError(f"full-image net does not fit the fusion backbone: {missing[:4]}")
+    fusion.load_state_dict(backbone, strict=False)
+    return fusion
+
+
+def build_nets(cfg: TrainConfig) -> dict[str, nn.Module]:
+    """The three nets at the start of the stage (before any resume)."""
+    if cfg.stage == "full":
+        torch.manual_seed(cfg.seed)
+        full = SIGGRAPHBackbone(cfg.width)
+        instance = InstanceNet(cfg.width)
+        instance.load_state_dict(full.state_dict())
+        return {"full": full, "instance": instance, "fusion": _fresh_fusion(full, cfg.seed)}
+    try:
+        nets = load_nets(cfg.init)
+    except ValueError as e:
+        raise TrainError(f"init: {e}") from None
+    if cfg.stage == "instance":
+        load_state_dict_strict(nets["instance"], nets["full"].state_dict(), f"{cfg.init} full-image net")
+    else:
+        nets["fusion"] = _fresh_fusion(nets["full"], cfg.seed)
+    return nets
+
+
+def trainable(cfg: TrainConfig, nets: dict[str, nn.Module]) -> list[nn.Parameter]:
+    """Parameters the stage trains; the rest get requires_grad False."""
+    for net in nets.values():
+        net.requires_grad_(False)
+    if cfg.stage == "full":
+        net = nets["full"]
+        params = [p for n, p in net.named_parameters() if cfg.class_weight > 0 or not n.startswith("model_class")]
+    elif cfg.stage == "instance":
+        net = nets["instance"]
+        params = [p for n, p in net.named_parameters() if cfg.class_weight > 0 or not n.startswith("model_class")]
+    else:
+        from ..models.fusion import BLOCK_NAMES
+
+        params = [p for name in BLOCK_NAMES.values() for p in nets["fusion"].get_submodule(name).parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+# ----------------------------------------------------------------------------- trainer
+def _amp_dtype(cfg: TrainConfig, device: torch.device):
+    if cfg.amp == "off":
+        return None
+    if cfg.amp == "fp16" or (cfg.amp == "auto" and device.type == "cuda"):
+        return torch.float16
+    if cfg.amp == "bf16":
+        return torch.bfloat16
+    # auto on CPU: bf16 when the CPU has native bf16 (AVX512-BF16 / AMX), else fp32
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+class Trainer:
+    """One stage's run. ``Trainer(cfg).run()`` trains until ``cfg.steps`` (resuming if the run
+    folder holds a state) and returns the final history entry."""
+
+    def __init__(self, cfg: TrainConfig, progress: bool = True):
+        cfg.check()
+        self.cfg, self.progress = cfg, progress
+        self.out = Path(cfg.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise TrainError(f"out: {self.out} exists and is not a folder")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_resume_config()
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        try:
+            self.device = torch.device(cfg.device)
+        except (RuntimeError, TypeError) as e:
+            raise TrainError(f"device: not a torch device: {cfg.device!r} ({e})") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainError(f"device={cfg.device!r} but PyTorch sees no CUDA GPU")
+        self.amp_dtype = _amp_dtype(cfg, self.device)
+
+        self.index = D.PhotoIndex.build(cfg.data, cache=self.out / "photos.json", progress=progress)
+        self.boxes = None
+        if cfg.boxes:
+            from ..detect import BoxesFile
+
+            try:
+                self.boxes = D.load_index_boxes(self.index, BoxesFile(cfg.boxes))
+            except (FileNotFoundError, ValueError) as e:
+                raise TrainError(str(e)) from None
+        self.items = self._items()
+        if not self.items:
+            raise TrainError(f"the {cfg.stage} stage has nothing to train on: no photo in {cfg.data} has boxes "
+                             f"of at least {D.MIN_BOX_SIDE} px in {cfg.boxes}")
+        self.val_items = self._val_items()
+
+        self.nets = build_nets(cfg)
+        # mixed precision runs fastest on NHWC tensors (oneDNN bf16 on CPU, tensor cores on CUDA)
+        self.memory_format = torch.channels_last if self.amp_dtype is not None else torch.contiguous_format
+        for net in self.nets.values():
+            net.to(self.device, memory_format=self.memory_format)
+        self.params = trainable(cfg, self.nets)
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.9, 0.999))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda")
+        self.step, self.elapsed, self.history = 0, 0.0, []
+        self._load_state()
+        self._stop = False
+
+    # -------------------------------------------------------------- set-up
+    def _check_resume_config(self) -> None:
+        f = self.out / CONFIG_FILE
+        if not f.is_file() or not (self.out / STATE_FILE).is_file():
+            return
+        old = json.loads(f.read_text())
+        new = asdict(self.cfg)
+        diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in TrainConfig.RESUME_FIELDS if old.get(k) != new[k]]
+        if diff:
+            raise TrainError(f"{self.out} holds a run with different settings ({'; '.join(diff)}); "
+                             "resume with the same settings or choose another --out")
+
+    def _items(self) -> list:
+        """Training items: photo indices (full, fusion) or (photo, box) pairs (instance)."""
+        n = len(self.index.names)
+        if self.cfg.stage == "full":
+            return list(range(n))
+        if self.cfg.stage == "instance":
+            return [(i, j) for i in range(n) for j in range(len(self.boxes[i]))]
+        return list(range(n))  # fusion: photos without boxes take the full-image path
+
+    def _val_items(self) -> list:
+        cfg = self.cfg
+        if cfg.val:
+            vindex = D.PhotoIndex.build(cfg.val, cache=self.out / "val_photos.json", progress=self.progress)
+            self.val_index = vindex
+            if cfg.stage != "full" and cfg.boxes:
+                from ..detect import BoxesFile
+
+                vboxes = D.load_index_boxes(vindex, BoxesFile(cfg.boxes))
+            else:
+                vboxes = [np.zeros((0, 4), np.int64)] * len(vindex.names)
+        else:
+            self.val_index, vboxes = self.index, self.boxes
+        n = len(self.val_index.names)
+        picks = np.linspace(0, n - 1, num=min(cfg.val_images, n)).round().astype(int).tolist()
+        if cfg.stage == "instance":
+            items = [(i, 0) for i in range(n) if vboxes is not None and len(vboxes[i])]
+            picks = np.linspace(0, max(len(items) - 1, 0), num=min(cfg.val_images, len(items))).round().astype(int)
+            self.val_boxes = vboxes
+            return [items[k] for k in picks.tolist()] if items else []
+        self.val_boxes = vboxes
+        return picks
+
+    # -------------------------------------------------------------- data
+    def _sample(self, index, boxes, item, rng) -> D.Sample:
+        cfg = self.cfg
+        if cfg.stage == "instance":
+            i, j = item
+            return D.make_instance_sample(D.load_rgb(index.path(i)), boxes[i][j], cfg.size, rng)
+        rgb = D.load_rgb(index.path(item))
+        if cfg.stage == "full":
+            return D.make_full_sample(rgb, cfg.size, rng, cfg.hint_p)
+        b = boxes[item][-cfg.max_instances:] if boxes is not None else np.zeros((0, 4), np.int64)
+        return D.make_fusion_sample(rgb, b, cfg.size, rng, cfg.hint_p)
+
+    def batch_items(self, step: int) -> list:
+        """The items of training step ``step``: consecutive slices of per-epoch permutations."""
+        n, bs = len(self.items), self.cfg.batch_size
+        out = []
+        for k in range(step * bs, (step + 1) * bs):
+            epoch, pos = divmod(k, n)
+            perm = self._perm(epoch)
+            out.append((k, self.items[perm[pos]]))
+        return out
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if getattr(self, "_perm_epoch", None) != epoch:
+            self._perm_cache = D.rng_for(self.cfg.seed, 0, epoch).permutation(len(self.items))
+            self._perm_epoch = epoch
+        return self._perm_cache
+
+    def make_batch(self, step: int) -> dict:
+        samples = [self._sample(self.index, self.boxes, item, D.rng_for(self.cfg.seed, 1, k))
+                   for k, item in self.batch_items(step)]
+        return D.collate(samples)
+
+    # -------------------------------------------------------------- model step
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def forward(self, batch: dict, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (loss, predicted ab (B, 2, S, S))."""
+        cfg, dev = self.cfg, self.device
+        def put(v):
+            if v.ndim == 4:
+                return v.to(dev).contiguous(memory_format=self.memory_format)
+            return v.to(dev)
+
+        t = {k: (put(v) if isinstance(v, torch.Tensor) else [x.to(dev) for x in v]) for k, v in batch.items()}
+        feats = {}
+        with self._autocast():
+            if cfg.stage in ("full", "instance"):
+                net = self.nets[cfg.stage]
+                net.train(train)
+                want_class = cfg.class_weight > 0
+
+                def grab(name, x):
+                    if want_class and name == "conv8_3":
+                        feats["conv8_3"] = x
+                    return x
+
+                pred = SIGGRAPHBackbone.run(net, t["L"], t["hint_ab"], t["hint_mask"], grab)
+            else:
+                inst, fusion = self.nets["instance"], self.nets["fusion"]
+                inst.eval()
+                fusion.eval()  # backbone BN frozen; blend blocks have no BN / dropout
+                M, S = t["crop_L"].shape[0], cfg.size
+                with torch.no_grad():
+                    _, inst_feats = inst(t["crop_L"], torch.zeros((M, 2, S, S), device=dev),
+                                         torch.full((M, 1, S, S), -0.5, device=dev))
+                pred = fusion(t["L"], t["hint_ab"], t["hint_mask"], inst_feats, t["box_info"], t["inst_image"])
+        loss = huber_loss(pred, t["ab"])
+        if "conv8_3" in feats:
+            logits = self.nets[cfg.stage].model_class(feats["conv8_3"]).float()
+            target = ab_classes(t["ab"][:, :, ::4, ::4])
+            loss = loss + cfg.class_weight * F.cross_entropy(logits, target)
+        return loss, pred.float()
+
+    def train_step(self, batch: dict) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        loss, _ = self.forward(batch, train=True)
+        if not torch.isfinite(loss):
+            raise TrainError(f"loss became {loss.item()} at step {self.step}; lower the learning rate")
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return float(loss.detach())
+
+    # -------------------------------------------------------------- validation and files
+    @torch.no_grad()
+    def validate(self) -> dict:
+        if not self.val_items:
+            return {}
+        samples = [self._sample(self.val_index, self.val_boxes, item, None) for item in self.val_items]
+        losses, preds = [], []
+        for k in range(0, len(samples), self.cfg.batch_size):
+            chunk = samples[k:k + self.cfg.batch_size]
+            loss, pred = self.forward(D.collate(chunk), train=False)
+            losses.append(float(loss) * len(chunk))
+            preds.append(pred.cpu().numpy())
+        pred = np.concatenate(preds)
+        self._write_grid(samples[:8], pred[:8])
+        return {"val_loss": sum(losses) / len(samples)}
+
+    def _write_grid(self, samples, pred) -> None:
+        from PIL import Image
+
+        from .. import color
+
+        rows = []
+        for s, p in zip(samples, pred):
+            L = torch.from_numpy(s.L)[None]
+            grey = torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1)
+            outs = [color.lab_to_rgb(x) for x in (grey, torch.cat([L, torch.from_numpy(p)[None]], 1),
+                                                   torch.cat([L, torch.from_numpy(s.ab)[None]], 1))]
+            rows.append(np.concatenate([color.to_uint8(o)[0] for o in outs], axis=1))
+        grid = np.concatenate(rows, axis=0)
+        (self.out / "samples").mkdir(exist_ok=True)
+        with atomic_path(self.out / "samples" / "latest.png") as tmp:
+            Image.fromarray(grid).save(tmp, format="PNG")
+
+    def save(self) -> None:
+        """Checkpoint: official weights files, then the resumable state (both atomic)."""
+        if self.cfg.stage == "full":  # the later stages start from the full-image net
+            full = self.nets["full"].state_dict()
+            self.nets["instance"].load_state_dict(full)
+            self.nets["fusion"].load_state_dict(full, strict=False)
+        save_official(self.out, self.nets)
+        trained = self.cfg.stage
+        state = {"step": self.step, "elapsed": self.elapsed, "history": self.history,
+                 "net": {k: v.detach().cpu() for k, v in self.nets[trained].state_dict().items()},
+                 "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "config": asdict(self.cfg)}
+        with atomic_path(self.out / STATE_FILE) as tmp:
+            torch.save(state, tmp)
+        with atomic_path(self.out / CONFIG_FILE) as tmp:
+            tmp.write_text(json.dumps(asdict(self.cfg), indent=2))
+
+    def _load_state(self) -> None:
+        f = self.out / STATE_FILE
+        if not f.is_file():
+            return
+        state = torch.load(f, map_location="cpu", weights_only=False)
+        load_state_dict_strict(self.nets[self.cfg.stage], state["net"], str(f))
+        self.opt.load_state_dict(state["opt"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.elapsed, self.history = int(state["step"]), float(state["elapsed"]), list(state["history"])
+
+    def _log(self, entry: dict) -> None:
+        with open(self.out / LOG_FILE, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    # -------------------------------------------------------------- loop
+    def _on_signal(self, signum, frame):
+        self._stop = True
+
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        if self.step >= cfg.steps:
+            if self.progress:
+                print(f"instcolor: {self.out} is already at step {self.step} >= {cfg.steps}; nothing to do",
+                      file=sys.stderr)
+            return self.history[-1] if self.history else {}
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for s in old:
+                signal.signal(s, self._on_signal)
+        except ValueError:  # not the main thread: no signal handling
+            old = {}
+        pool = ThreadPoolExecutor(max_workers=1)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.stage}", unit="step",
+                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
+        last_ckpt, ema, rate = time.monotonic(), None, None
+        try:
+            nxt = pool.submit(self.make_batch, self.step)
+            while self.step < cfg.steps and not self._stop:
+                t0 = time.monotonic()
+                batch = nxt.result()
+                if self.step + 1 < cfg.steps:
+                    nxt = pool.submit(self.make_batch, self.step + 1)
+                loss = self.train_step(batch)
+                self.step += 1
+                dt = time.monotonic() - t0
+                self.elapsed += dt
+                ema = loss if ema is None else 0.98 * ema + 0.02 * loss
+                rate = cfg.batch_size / dt if rate is None else 0.95 * rate + 0.05 * cfg.batch_size / dt
+                bar.set_postfix(loss=f"{ema:.4f}", img_s=f"{rate:.1f}", refresh=False)
+                bar.update(1)
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    entry = {"step": self.step, "train_loss": ema, "images_per_s": rate,
+                             "elapsed_s": round(self.elapsed, 1), **self.validate()}
+                    self.history.append(entry)
+                    self._log(entry)
+                    bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items()
+                                                                if k != "step"), file=sys.stderr)
+                if time.monotonic() - last_ckpt >= cfg.checkpoint_seconds or self.step == cfg.steps:
+                    self.save()
+                    last_ckpt = time.monotonic()
+            if self._stop:
+                self.save()
+                bar.write(f"instcolor: stopped at step {self.step}; run the same command to resume", file=sys.stderr)
+        finally:
+            bar.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for s, h in old.items():
+                signal.signal(s, h)
+        return self.history[-1] if self.history else {"step": self.step}
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train one stage (resuming from ``cfg.out`` if it holds a run). Returns the last log entry."""
+    return Trainer(cfg, progress=progress).run()

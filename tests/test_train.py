@@ -1,0 +1,231 @@
+"""Training path: data, hint simulation, the three stages, resume equivalence, CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from instcolor.train import TrainConfig, TrainError, Trainer, simulate_hints, train
+from instcolor.train import data as D
+from instcolor.train.loop import ab_classes, huber_loss
+
+
+def _photos(folder, n=10, seed=0, grey=0):
+    """Generated colour photos: a coloured background with a differently coloured square, plus
+    ``grey`` greyscale photos. Returns {stem: box of the square} for the colour ones."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    boxes = {}
+    for i in range(n):
+        h, w = int(rng.integers(40, 64)), int(rng.integers(40, 64))
+        img = np.empty((h, w, 3), np.uint8)
+        img[:] = rng.integers(0, 256, 3)
+        y0, x0 = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+        y1, x1 = y0 + int(rng.integers(12, h // 2)), x0 + int(rng.integers(12, w // 2))
+        img[y0:y1, x0:x1] = rng.integers(0, 256, 3)
+        Image.fromarray(img).save(folder / f"p{i:02d}.png")
+        boxes[f"p{i:02d}"] = [x0, y0, x1, y1]
+    for i in range(grey):
+        g = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+        Image.fromarray(np.stack([g] * 3, -1)).save(folder / f"grey{i}.png")
+    return boxes
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_data")
+    boxes = _photos(root / "photos", n=10, grey=2)
+    (root / "boxes.json").write_text(json.dumps({k: {"boxes": [b], "scores": [0.9]} for k, b in boxes.items()}))
+    return root
+
+
+def _cfg(photos, out, **kw):
+    base = dict(stage="full", data=str(photos / "photos"), out=str(out), width=0.125, size=32, batch_size=4,
+                lr=1e-3, steps=4, amp="off", val_every=1000, val_images=4, checkpoint_seconds=1e9, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ----------------------------------------------------------------------------- data
+def test_photo_index_skips_greyscale(photos, tmp_path):
+    index = D.PhotoIndex.build(photos / "photos", cache=tmp_path / "idx.json", progress=False)
+    assert len(index.names) == 10 and sorted(index.skipped) == ["grey0.png", "grey1.png"]
+    assert all(v == "greyscale" for v in index.skipped.values())
+    again = D.PhotoIndex.build(photos / "photos", cache=tmp_path / "idx.json", progress=False)
+    assert again.names == index.names and again.sizes == index.sizes
+
+
+def test_simulated_hints_follow_siggraph_rule():
+    rng = np.random.default_rng(0)
+    ab = rng.uniform(-0.5, 0.5, (2, 64, 64)).astype(np.float32)
+    hint, mask = simulate_hints(ab, D.rng_for(1, 2), p=1.0)
+    assert not hint.any() and (mask == -0.5).all()          # p = 1: automatic, no points
+    counts = []
+    for k in range(400):
+        hint, mask = simulate_hints(ab, D.rng_for(5, k), p=0.125)
+        counts.append((mask > 0).sum())
+        # every hinted pixel holds the mean ab of a square patch, and only hinted pixels are set
+        assert not hint[:, mask[0] < 0].any()
+    # number of points is geometric with mean (1 - p) / p = 7: with 400 draws, some have none
+    nonzero = np.array(counts) > 0
+    assert 0.05 < 1 - nonzero.mean() < 0.22
+    r, c, P = 10, 20, 5
+    h2, m2 = D.patch_hints(ab, [(r, c, P)])
+    np.testing.assert_allclose(h2[:, r, c], ab[:, r:r + P, c:c + P].mean(axis=(1, 2)), rtol=1e-5)
+    assert (m2 > 0).sum() == P * P
+
+
+def test_hint_locations_centre_weighted():
+    ab = np.zeros((2, 80, 80), np.float32)
+    rows = []
+    for k in range(300):
+        _, mask = simulate_hints(ab, D.rng_for(11, k), p=0.5)
+        ys, _ = np.nonzero(mask[0] > 0)
+        rows += ys.tolist()
+    rows = np.array(rows)
+    assert 30 < rows.mean() < 50 and rows.std() < 30  # normal around the centre (sd ~ S/4)
+
+
+def test_training_boxes_clip_filter_and_top8():
+    det = np.array([[-5, -5, 30, 30], [0, 0, 4, 40], [10, 10, 50, 50]] + [[i, i, i + 20, i + 20] for i in range(8)], np.float32)
+    scores = np.arange(len(det), dtype=np.float32)
+    b = D.training_boxes(det, scores, (48, 48))
+    assert len(b) == 8 and b.min() >= 0 and b[:, 2].max() <= 48 and b[:, 3].max() <= 48
+    assert not any((x1 - x0) < D.MIN_BOX_SIDE for x0, _, x1, _ in b.tolist())
+
+
+def test_fusion_sample_flip_moves_boxes():
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[5:25, 0:20] = (255, 0, 0)
+    boxes = np.array([[0, 5, 20, 25]])
+    for k in range(20):
+        s = D.make_fusion_sample(rgb, boxes, 32, D.rng_for(0, k), hint_p=1.0)
+        x0, y0, x1, y1 = s.boxes[0].tolist()
+        assert (x0, x1) in ((0, 20), (40, 60)) and (y0, y1) == (5, 25)
+        # the red square is where the (possibly flipped) box says: crop ab is strongly red
+        assert s.crop_L.shape == (1, 1, 32, 32) and np.isfinite(s.crop_L).all()
+        col = 8 if x0 == 0 else 24
+        assert s.ab[0, 10, col] > 0.3  # a* of red
+
+
+def test_losses():
+    pred = torch.zeros(1, 2, 2, 2)
+    target = torch.full((1, 2, 2, 2), 0.5)
+    # smooth-L1 (delta 1/110) per channel, summed over channels, mean over pixels, times 10
+    d = 1 / 110
+    assert huber_loss(pred, target).item() == pytest.approx(10 * 2 * (0.5 - 0.5 * d), rel=1e-6)
+    small = torch.full((1, 2, 2, 2), 0.002)
+    assert huber_loss(pred, small).item() == pytest.approx(10 * 2 * 0.5 * 0.002 ** 2 / d, rel=1e-5)
+    ab = torch.tensor([-1.0, 0.0]).reshape(1, 2, 1, 1)
+    assert ab_classes(ab).item() == 0 * 23 + 11
+    assert ab_classes(torch.ones(1, 2, 1, 1)).item() == 22 * 23 + 22
+
+
+# ----------------------------------------------------------------------------- stages
+def test_full_stage_lowers_loss_and_loads_into_colorizer(photos, tmp_path):
+    from instcolor import Colorizer
+
+    cfg = _cfg(photos, tmp_path / "full", steps=40, val_every=40)
+    t = Trainer(cfg, progress=False)
+    batch = t.make_batch(0)
+    with torch.no_grad():
+        before, _ = t.forward(batch, train=True)
+    last = t.run()
+    sd = {k: v.clone() for k, v in t.nets["full"].state_dict().items()}  # as saved
+    with torch.no_grad():
+        after, _ = t.forward(batch, train=True)
+    assert after.item() < 0.7 * before.item(), (before.item(), after.item())
+    assert last["step"] == 40 and "val_loss" in last
+    assert (tmp_path / "full" / "samples" / "latest.png").is_file()
+    log = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 40
+    c = Colorizer.from_pretrained(tmp_path / "full")
+    assert c.backend.width == 0.125
+    for k, v in c.backend.full.state_dict().items():
+        assert torch.equal(v, sd[k].cpu()), k
+    img = np.asarray(Image.open(photos / "photos" / "p00.png"))
+    r = c.colorize(img, size=32)
+    assert r.rgb.shape == img.shape
+    # the instance file of a full-stage run is the full-image net (the next stage's starting point)
+    for k, v in c.backend.instance.state_dict().items():
+        assert torch.equal(v, sd[k].cpu()), k
+
+
+def test_resume_equals_uninterrupted(photos, tmp_path):
+    straight = Trainer(_cfg(photos, tmp_path / "a", steps=6), progress=False)
+    straight.run()
+    first = Trainer(_cfg(photos, tmp_path / "b", steps=3), progress=False)
+    first.run()
+    resumed = Trainer(_cfg(photos, tmp_path / "b", steps=6), progress=False)
+    assert resumed.step == 3
+    resumed.run()
+    a, b = straight.nets["full"].state_dict(), resumed.nets["full"].state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed.step == 6
+
+
+def test_resume_refuses_other_settings(photos, tmp_path):
+    Trainer(_cfg(photos, tmp_path / "r", steps=1), progress=False).run()
+    with pytest.raises(TrainError, match="size"):
+        Trainer(_cfg(photos, tmp_path / "r", steps=2, size=48), progress=False)
+
+
+def test_instance_and_fusion_stages(photos, tmp_path):
+    boxes = str(photos / "boxes.json")
+    train(_cfg(photos, tmp_path / "full", steps=2), progress=False)
+    with pytest.raises(TrainError, match="init"):
+        Trainer(_cfg(photos, tmp_path / "inst", stage="instance", boxes=boxes), progress=False)
+    inst = Trainer(_cfg(photos, tmp_path / "inst", stage="instance", boxes=boxes, init=str(tmp_path / "full"),
+                        steps=3), progress=False)
+    assert len(inst.items) == 10  # one box per photo; greyscale photos skipped
+    full_before = {k: v.clone() for k, v in inst.nets["full"].state_dict().items()}
+    start = {k: v.clone() for k, v in inst.nets["instance"].state_dict().items()}
+    for k, v in start.items():  # the instance net starts from the full-image net
+        assert torch.equal(v, full_before[k]), k
+    inst.run()
+    changed = [k for k, v in inst.nets["instance"].state_dict().items() if not torch.equal(v, start[k])]
+    assert changed and all(torch.equal(v, full_before[k]) for k, v in inst.nets["full"].state_dict().items())
+
+    fus = Trainer(_cfg(photos, tmp_path / "fus", stage="fusion", boxes=boxes, init=str(tmp_path / "inst"),
+                       steps=3), progress=False)
+    before = {k: v.clone() for k, v in fus.nets["fusion"].state_dict().items()}
+    inst_before = {k: v.clone() for k, v in fus.nets["instance"].state_dict().items()}
+    fus.run()
+    after = fus.nets["fusion"].state_dict()
+    moved = {k for k in after if not torch.equal(after[k], before[k])}
+    assert moved and all(k.startswith("weight_layer") for k in moved)  # only the blend blocks train
+    assert not any(k.startswith("weight_layerout") for k in moved)
+    full_sd = fus.nets["full"].state_dict()
+    for k, v in full_sd.items():  # the fusion backbone is the full-image net
+        assert torch.equal(after[k], v), k
+    assert all(torch.equal(v, inst_before[k]) for k, v in fus.nets["instance"].state_dict().items())
+
+    from instcolor import Colorizer
+
+    c = Colorizer.from_pretrained(tmp_path / "fus")
+    img = np.asarray(Image.open(photos / "photos" / "p01.png"))
+    r = c.colorize(img, boxes=[json.loads((photos / "boxes.json").read_text())["p01"]["boxes"][0]], size=32)
+    assert r.rgb.shape == img.shape and len(r.boxes) == 1
+
+
+def test_bad_settings_raise(photos, tmp_path):
+    with pytest.raises(TrainError, match="stage"):
+        Trainer(_cfg(photos, tmp_path / "x", stage="bogus"), progress=False)
+    with pytest.raises(TrainError, match="multiple of 8"):
+        Trainer(_cfg(photos, tmp_path / "x", size=30), progress=False)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        Trainer(_cfg(photos, tmp_path / "x", data=str(tmp_path / "nowhere")), progress=False)
+
+
+def test_cli_train_and_detect_boxes(photos, tmp_path, capsys):
+    from instcolor.cli import main
+
+    rc = main(["train", "--stage", "full", "--data", str(photos / "photos"), "--out", str(tmp_path / "run"),
+               "--width", "0.125", "--size", "32", "--batch-size", "2", "--steps", "2", "--amp", "off"])
+    assert rc == 0
+    assert {"latest_net_G.pth", "latest_net_GF.pth", "latest_net_GComp.pth", "state.pt"} <= {
+        p.name for p in (tmp_path / "run").iterdir()}
+    rc = main(["train", "--stage", "instance", "--data", str(photos / "photos"), "--out", str(tmp_path / "i")])
+    assert rc == 2 and "init" in capsys.readouterr().err
