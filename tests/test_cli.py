@@ -79,7 +79,10 @@ def test_bad_weights_path_is_one_line(tmp_path, folder):
     assert not (tmp_path / "o").exists()
 
 
-def test_no_weights_and_bad_hint(tmp_path, folder, capsys):
+def test_no_weights_and_bad_hint(tmp_path, folder, capsys, monkeypatch):
+    import instcolor.weights
+
+    monkeypatch.setattr(instcolor.weights, "STARTER_DIR", tmp_path / "no_starter")  # a package without it
     assert main(["colorize", str(folder), "-o", str(tmp_path / "o")]) == 2
     assert "--weights" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -133,3 +136,42 @@ def test_outputs_get_normal_file_permissions(tmp_path, tiny_weights_dir):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "o" / "p.png").stat().st_mode) == 0o644
+
+
+def test_starter_weights_are_the_default(tmp_path, capsys):
+    """The package ships starter weights: no --weights colorizes and says which weights it used."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _write(src / "a.png", h=48, w=64)
+    assert main(["colorize", str(src), "-o", str(tmp_path / "o"), "--size", "64"]) == 0
+    err = capsys.readouterr().err
+    assert "starter weights" in err and "--weights" in err
+    out = np.asarray(Image.open(tmp_path / "o" / "a.png"))
+    assert out.shape == (48, 64, 3)
+
+
+def test_precision_needs_tensorrt(tmp_path, folder, tiny_weights_dir, capsys):
+    rc = main(["colorize", str(folder), "-o", str(tmp_path / "o"), "--weights", str(tiny_weights_dir),
+               "--precision", "fp16"])
+    assert rc == 2 and "--backend tensorrt" in capsys.readouterr().err
+
+
+def test_eval_and_bundle_commands(tmp_path, tiny_weights_dir, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    for i in range(2):
+        _write(gt / f"x{i}.jpg", seed=i)
+        img = np.asarray(Image.open(gt / f"x{i}.jpg")).astype(np.int16)
+        Image.fromarray(np.clip(img + 4, 0, 255).astype(np.uint8)).save(pred / f"x{i}.png")
+    assert main(["eval", str(pred), str(gt), "--json", str(tmp_path / "r.json"), "--name", "shifted"]) == 0
+    out = capsys.readouterr().out
+    assert "shifted" in out and "PSNR" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["count"] == 2 and 30 < r["psnr"] < 37  # +4 levels (less where clipped): about 36 dB
+    assert main(["eval", str(pred), str(tmp_path / "nowhere")]) == 2
+
+    assert main(["bundle", "--weights", str(tiny_weights_dir), "-o", str(tmp_path / "b")]) == 0
+    assert {p.name for p in (tmp_path / "b").iterdir()} == {"config.json", "model.safetensors"}
+    assert main(["colorize", str(gt / "x0.jpg"), "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "b"),
+                 "--size", "32"]) == 0

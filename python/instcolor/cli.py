@@ -57,8 +57,13 @@ def _load_colorizer(args):
     from .models import CheckpointError
 
     try:  # no --weights: the built-in starter weights (from_pretrained prints a one-line notice)
+        options = {}
+        if args.precision is not None:
+            if args.backend != "tensorrt":
+                raise UsageError("--precision applies to --backend tensorrt only")
+            options["precision"] = args.precision
         return Colorizer.from_pretrained(args.weights or None, backend=args.backend, device=args.device,
-                                         detector=args.detector)
+                                         detector=args.detector, **options)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
 
@@ -241,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
     p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
                    help="inference backend (default torch; onnxruntime exports the nets on first use and caches them)")
-    p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu; tensorrt: cuda[:N])")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default=None,
+                   help="TensorRT engine precision (--backend tensorrt only; default fp32)")
     p.set_defaults(func=cmd_colorize)
 
     p = sub.add_parser("export", help="export the nets as ONNX segments (+ manifest.json)",

@@ -32,7 +32,7 @@ class Colorizer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, backend: str = "torch", device: str = "cpu",
-                        detector=None, native: bool | None = None) -> "Colorizer":
+                        detector=None, native: bool | None = None, **backend_options) -> "Colorizer":
         """Load weights from ``path``, a directory holding either
 
         * latest_net_G.pth, latest_net_GF.pth and latest_net_GComp.pth (the official layout; keys
@@ -48,8 +48,10 @@ class Colorizer:
         backend: 'torch' (eager PyTorch on ``device``) or 'onnxruntime' (exports the segments on
         first use into the cache folder ``$INSTCOLOR_CACHE`` or ``~/.cache/instcolor``, keyed by the
         weights' hash). detector: None, a callable returning :class:`instcolor.detect.Detections`,
-        or a path to an ONNX detector. Raises :class:`instcolor.models.CheckpointError` when the
-        weight files are missing or do not fit.
+        or a path to an ONNX detector. ``backend_options`` go to the TensorRT backend
+        (``precision='fp32'|'fp16'``, ``max_images``, ``cuda_graphs``, ``workspace_bytes``,
+        ``cache_root``); other backends refuse options. Raises
+        :class:`instcolor.models.CheckpointError` when the weight files are missing or do not fit.
         """
         from . import weights as _weights
         from .backends import make_backend
@@ -58,7 +60,7 @@ class Colorizer:
         starter = path is None
         if starter:
             path = _weights.starter_weights()
-        colorizer = cls(make_backend(path, backend, device=device), detector=load_detector(detector), native=native)
+        colorizer = cls(make_backend(path, backend, device=device, **backend_options), detector=load_detector(detector), native=native)
         if starter:
             _weights.announce_starter(path)
         return colorizer
