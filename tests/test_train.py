@@ -42,7 +42,8 @@ def photos(tmp_path_factory):
 
 def _cfg(photos, out, **kw):
     base = dict(stage="full", data=str(photos / "photos"), out=str(out), width=0.125, size=32, batch_size=4,
-                lr=1e-3, steps=4, amp="off", val_every=1000, val_images=4, checkpoint_seconds=1e9, seed=3)
+                lr=1e-3, steps=4, amp="off", val_every=1000, val_images=4, checkpoint_seconds=1e9, seed=3,
+                bn_batches=2)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -145,8 +146,16 @@ def test_full_stage_lowers_loss_and_loads_into_colorizer(photos, tmp_path):
     for k, v in c.backend.full.state_dict().items():
         assert torch.equal(v, sd[k].cpu()), k
     img = np.asarray(Image.open(photos / "photos" / "p00.png"))
-    r = c.colorize(img, size=32)
-    assert r.rgb.shape == img.shape
+    assert c.default_size == 32  # a run folder records its training size; colorize uses it by default
+    r = c.colorize(img)
+    assert r.rgb.shape == img.shape and r.rgb_processed.shape == (32, 32, 3)
+    from instcolor.models import save_bundle
+
+    save_bundle(tmp_path / "bundle", {k: getattr(c.backend, k) for k in ("full", "instance", "fusion")},
+                info={"size": 40})
+    assert Colorizer.from_pretrained(tmp_path / "bundle").default_size == 40
+    save_bundle(tmp_path / "bundle2", {k: getattr(c.backend, k) for k in ("full", "instance", "fusion")})
+    assert Colorizer.from_pretrained(tmp_path / "bundle2").default_size == 256
     # the instance file of a full-stage run is the full-image net (the next stage's starting point)
     for k, v in c.backend.instance.state_dict().items():
         assert torch.equal(v, sd[k].cpu()), k
@@ -229,3 +238,46 @@ def test_cli_train_and_detect_boxes(photos, tmp_path, capsys):
         p.name for p in (tmp_path / "run").iterdir()}
     rc = main(["train", "--stage", "instance", "--data", str(photos / "photos"), "--out", str(tmp_path / "i")])
     assert rc == 2 and "init" in capsys.readouterr().err
+
+
+def test_classification_head_loss_trains_the_head(photos, tmp_path):
+    plain = Trainer(_cfg(photos, tmp_path / "p", steps=2), progress=False)
+    head0 = {k: v.clone() for k, v in plain.nets["full"].model_class.state_dict().items()}
+    plain.run()
+    assert all(torch.equal(v, head0[k]) for k, v in plain.nets["full"].model_class.state_dict().items())
+    t = Trainer(_cfg(photos, tmp_path / "c", steps=2, class_weight=1.0), progress=False)
+    batch = t.make_batch(0)
+    with torch.no_grad():
+        with_ce, _ = t.forward(batch, train=True)
+        t.cfg.class_weight = 0.0
+        without, _ = t.forward(batch, train=True)
+        t.cfg.class_weight = 1.0
+    # cross-entropy over 529 bins of an untrained head is about ln(529) = 6.3
+    assert 3.0 < with_ce.item() - without.item() < 12.0
+    t.run()
+    assert any(not torch.equal(v, head0[k]) for k, v in t.nets["full"].model_class.state_dict().items())
+
+
+def test_final_batchnorm_statistics(photos, tmp_path):
+    t = Trainer(_cfg(photos, tmp_path / "bn", steps=3, bn_batches=0), progress=False)
+    t.run()
+    bn = t.nets["full"].model1[-1]
+    trained = bn.running_mean.clone()
+    assert not any("bn_recalibrated" in e for e in t.history)
+    # the same run asked for the statistics afterwards: no training step, the statistics replaced
+    again = Trainer(_cfg(photos, tmp_path / "bn", steps=3, bn_batches=4), progress=False)
+    last = again.run()
+    assert again.step == 3 and last["bn_recalibrated"] == 4 and "val_loss" in last
+    bn2 = again.nets["full"].model1[-1]
+    calibrated = bn2.running_mean.clone()
+    assert not torch.allclose(calibrated, trained)
+    # = the plain mean over the 4 batches' per-batch means of that layer's input
+    feats = []
+    net = again.nets["full"].train()
+    hook = bn2.register_forward_hook(lambda m, i, o: feats.append(i[0].mean(dim=(0, 2, 3))))
+    with torch.no_grad():
+        for k in range(4):
+            again.forward(again.make_batch(3 + k), train=True)
+    hook.remove()
+    torch.testing.assert_close(calibrated, torch.stack(feats[:4]).mean(0), rtol=1e-4, atol=1e-6)
+    assert Trainer(_cfg(photos, tmp_path / "bn", steps=3, bn_batches=4), progress=False).bn_calibrated

@@ -74,7 +74,8 @@ def cmd_colorize(args) -> int:
     from .prepare import check_size
 
     try:
-        check_size(args.size)
+        if args.size is not None:
+            check_size(args.size)
     except ValueError as e:
         raise UsageError(f"--size: {e}") from None
     boxes_source = None
@@ -217,6 +218,7 @@ def cmd_train(args) -> int:
                       hint_p=1.0 if args.automatic else args.hint_p, class_weight=args.class_weight,
                       max_instances=args.max_instances, seed=args.seed, device=args.device, amp=args.amp,
                       threads=args.threads, checkpoint_seconds=args.checkpoint_seconds, val=args.val,
+                      bn_batches=args.bn_batches,
                       val_every=args.val_every, val_images=args.val_images)
     try:
         last = train(cfg)
@@ -241,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", metavar="PATH", help="instance boxes: a folder of <stem>.npz (bbox, scores) or one JSON file")
     p.add_argument("--detector", metavar="MODEL.onnx",
                    help="ONNX object detector (YOLOX, YOLOv8 or torchvision-style outputs) for images without --boxes")
-    p.add_argument("--size", type=int, default=256, metavar="N", help="processing size, a multiple of 8 (default 256)")
+    p.add_argument("--size", type=int, default=None, metavar="N",
+                   help="processing size, a multiple of 8 (default: the size the weights were trained at "
+                        "when they record it, else 256)")
     p.add_argument("--hint", action="append", type=parse_hint, default=[], metavar="X,Y,#RRGGBB[,P]",
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
     p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
@@ -307,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", metavar="DIR", help="validation photos (default: 16 training photos)")
     p.add_argument("--val-every", type=int, default=500, help="validate and write samples/latest.png every N steps")
     p.add_argument("--val-images", type=int, default=16)
+    p.add_argument("--bn-batches", type=int, default=50,
+                   help="full/instance stage: at the end, BatchNorm statistics averaged over this many batches (default 50; 0 = off)")
     p.add_argument("--checkpoint-seconds", type=float, default=300.0, help="checkpoint at least this often (default 300)")
     p.set_defaults(func=cmd_train)
 

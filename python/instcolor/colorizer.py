@@ -19,9 +19,11 @@ class Colorizer:
     >>> r.rgb.shape  # (H, W, 3) uint8
     """
 
-    def __init__(self, backend, detector=None, native: bool | None = None):
+    def __init__(self, backend, detector=None, native: bool | None = None, default_size: int = 256):
         """``native``: use the native kernels for preparation, fusion and composition (default:
-        when the extension is built); False runs the pure PyTorch/numpy reference code."""
+        when the extension is built); False runs the pure PyTorch/numpy reference code.
+        ``default_size``: processing size S when ``colorize`` is given none."""
+        self.default_size = _prepare.check_size(default_size)
         self.backend = backend
         self.detector = detector
         self.ops = native_ops() if native is not False else None
@@ -60,30 +62,35 @@ class Colorizer:
         starter = path is None
         if starter:
             path = _weights.starter_weights()
-        colorizer = cls(make_backend(path, backend, device=device, **backend_options), detector=load_detector(detector), native=native)
+        from .models.checkpoint import DEFAULT_SIZE, trained_size
+
+        colorizer = cls(make_backend(path, backend, device=device, **backend_options), detector=load_detector(detector),
+                        native=native, default_size=trained_size(path) or DEFAULT_SIZE)
         if starter:
             _weights.announce_starter(path)
         return colorizer
 
     # ------------------------------------------------------------------ single image
     def colorize(self, image, boxes=None, scores=None, hints: Sequence[Hint] | HintPlanes = (),
-                 size: int = 256) -> ColorizeResult:
+                 size: int | None = None) -> ColorizeResult:
         """Colorize one image.
 
         image: (H,W,3) or (H,W) uint8 array, a PIL image or a file path.
         boxes: (N,4) float xyxy in input pixels (N may be 0); None = run the configured detector
                (none configured -> the full-image net). scores: (N,) or None.
         hints: Hint(x, y, rgb=... | ab=..., size=P) points in input pixels, or one HintPlanes.
-        size: processing size S (multiple of 8; 256 as the official model was trained).
+        size: processing size S (multiple of 8); None = ``self.default_size``: the size the weights
+              were trained at when they record it (bundles, training run folders), else 256 as
+              the official model was trained.
         """
         return self.colorize_batch([image], [boxes], [scores], [hints], size=size)[0]
 
     # ------------------------------------------------------------------ batch
     def colorize_batch(self, images: Sequence, boxes: Sequence | None = None, scores: Sequence | None = None,
-                       hints: Sequence | None = None, size: int = 256) -> list[ColorizeResult]:
+                       hints: Sequence | None = None, size: int | None = None) -> list[ColorizeResult]:
         """Colorize several images in one pass of the nets; per-image ``boxes``/``scores``/``hints``
         lists (or None for all)."""
-        size = _prepare.check_size(size)
+        size = _prepare.check_size(self.default_size if size is None else size)
         n = len(images)
         boxes = list(boxes) if boxes is not None else [None] * n
         scores = list(scores) if scores is not None else [None] * n

@@ -126,3 +126,29 @@ def save_official(directory: str | os.PathLike, nets: dict[str, nn.Module], fusi
             state = {"module." + k: v for k, v in state.items()}
         with atomic_path(directory / fname) as tmp:
             torch.save(state, tmp)
+
+
+DEFAULT_SIZE = 256  # the official models' processing size
+
+
+def trained_size(directory: str | os.PathLike) -> int | None:
+    """The processing size S a weights folder was trained at, when it records one: a bundle's
+    ``info["size"]`` or a training run folder's ``config.json`` ``size``; None otherwise (the
+    official files do not record it; they were trained at 256)."""
+    import json
+
+    directory = Path(directory)
+    size = None
+    try:
+        from .bundle import bundle_info, is_bundle
+
+        if is_bundle(directory):
+            size = bundle_info(directory).get("size")
+        elif (directory / "config.json").is_file() and (directory / "latest_net_G.pth").is_file():
+            config = json.loads((directory / "config.json").read_text())
+            size = config.get("size") if isinstance(config, dict) and "stage" in config else None
+    except (OSError, ValueError, CheckpointError):
+        return None
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 8 and size % 8 == 0:
+        return size
+    return None

@@ -71,6 +71,7 @@ class TrainConfig:
     device: str = "cpu"
     amp: str = "auto"                # 'auto' (fp16 on CUDA, bf16 on CPUs that have it), 'off', 'bf16', 'fp16'
     threads: int = 0                 # torch CPU threads (0 = leave torch's default)
+    bn_batches: int = 50             # full / instance stage: batches for the final BatchNorm statistics (0 = off)
     checkpoint_seconds: float = 300.0
     val: str | None = None           # folder of validation photos (default: 16 training photos)
     val_every: int = 500
@@ -234,6 +235,7 @@ class Trainer:
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.9, 0.999))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda")
         self.step, self.elapsed, self.history = 0, 0.0, []
+        self.bn_calibrated = False
         self._load_state()
         self._stop = False
 
@@ -410,6 +412,7 @@ class Trainer:
         save_official(self.out, self.nets)
         trained = self.cfg.stage
         state = {"step": self.step, "elapsed": self.elapsed, "history": self.history,
+                 "bn_calibrated": self.bn_calibrated,
                  "net": {k: v.detach().cpu() for k, v in self.nets[trained].state_dict().items()},
                  "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "config": asdict(self.cfg)}
         with atomic_path(self.out / STATE_FILE) as tmp:
@@ -426,12 +429,38 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.elapsed, self.history = int(state["step"]), float(state["elapsed"]), list(state["history"])
+        self.bn_calibrated = bool(state.get("bn_calibrated", False))
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self) -> None:
+        """Replace the trained net's BatchNorm running statistics by their plain average over
+        ``bn_batches`` training-distribution batches (drawn as steps ``steps``, ``steps + 1``, ...).
+        The running averages of training follow the last few batches (with and without hints
+        the first layers see different statistics), which makes eval-mode quality swing from
+        checkpoint to checkpoint; the average over many batches does not."""
+        net = self.nets[self.cfg.stage]
+        bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        try:
+            for k in range(self.cfg.bn_batches):
+                self.forward(self.make_batch(self.cfg.steps + k), train=True)
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+        self.bn_calibrated = True
 
     def _log(self, entry: dict) -> None:
         with open(self.out / LOG_FILE, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
 
     # -------------------------------------------------------------- loop
+    def _needs_bn(self) -> bool:
+        return (self.cfg.stage in ("full", "instance") and self.cfg.bn_batches > 0
+                and self.step >= self.cfg.steps and not self.bn_calibrated)
+
     def _on_signal(self, signum, frame):
         self._stop = True
 
@@ -439,7 +468,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        if self.step >= cfg.steps:
+        if self.step >= cfg.steps and not self._needs_bn():
             if self.progress:
                 print(f"instcolor: {self.out} is already at step {self.step} >= {cfg.steps}; nothing to do",
                       file=sys.stderr)
@@ -463,6 +492,7 @@ class Trainer:
                     nxt = pool.submit(self.make_batch, self.step + 1)
                 loss = self.train_step(batch)
                 self.step += 1
+                self.bn_calibrated = False
                 dt = time.monotonic() - t0
                 self.elapsed += dt
                 ema = loss if ema is None else 0.98 * ema + 0.02 * loss
@@ -479,6 +509,13 @@ class Trainer:
                 if time.monotonic() - last_ckpt >= cfg.checkpoint_seconds or self.step == cfg.steps:
                     self.save()
                     last_ckpt = time.monotonic()
+            if not self._stop and self._needs_bn():
+                bar.write(f"instcolor: BatchNorm statistics over {cfg.bn_batches} batches", file=sys.stderr)
+                self.recalibrate_batchnorm()
+                entry = {"step": self.step, "bn_recalibrated": cfg.bn_batches, **self.validate()}
+                self.history.append(entry)
+                self._log(entry)
+                self.save()
             if self._stop:
                 self.save()
                 bar.write(f"instcolor: stopped at step {self.step}; run the same command to resume", file=sys.stderr)
