@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..cli import IMAGE_SUFFIXES
 from ..prepare import MAX_BOXES, patch_hints, selection_order
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 GREY_CHROMA = 3.0       # mean per-pixel (max - min) over R, G, B below this: a greyscale photo
 MIN_BOX_SIDE = 8        # boxes smaller than this (input pixels) are not used for training
 HINT_PATCH_SIZES = tuple(range(1, 10))  # SIGGRAPH'17: square patches of side 1..9
@@ -186,8 +186,8 @@ def jitter_box(rng: np.random.Generator, box, image_hw: tuple[int, int], amount:
 @dataclass
 class Sample:
     """One training example (numpy float32): L (1,S,S), ab (2,S,S), hint_ab (2,S,S), hint_mask (1,S,S);
-    fusion stage only: crop_L (M,1,S,S), crop_ab (M,2,S,S), boxes (M,4) int64 in the flipped
-    image's pixels, image_hw."""
+    fusion stage only: crop_L (M,1,S,S), boxes (M,4) int64 in the (possibly flipped) image's
+    pixels, image_hw (H, W)."""
 
     L: np.ndarray
     ab: np.ndarray
