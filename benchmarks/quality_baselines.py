@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from instcolor.cli import write_png_atomic
 from instcolor.pipeline import native_ops
-from instcolor.train.data import PhotoIndex, list_images, load_rgb
+from instcolor.prepare import as_rgb_uint8
+from instcolor.train.data import PhotoIndex, list_images
 
 
 def median_ab(train_dir: Path, stride: int = 4) -> tuple[float, float]:
@@ -29,7 +30,7 @@ def median_ab(train_dir: Path, stride: int = 4) -> tuple[float, float]:
     index = PhotoIndex.build(train_dir, progress=True)
     a_all, b_all = [], []
     for i in tqdm(range(len(index.names)), desc="median ab", unit="img"):
-        lab = ops.rgb_to_lab(load_rgb(index.path(i)))
+        lab = ops.rgb_to_lab(as_rgb_uint8(index.path(i)))
         a_all.append(lab[1, ::stride, ::stride].ravel())
         b_all.append(lab[2, ::stride, ::stride].ravel())
     return float(np.median(np.concatenate(a_all))), float(np.median(np.concatenate(b_all)))
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     for name in tints:
         (args.output_dir / name).mkdir(parents=True, exist_ok=True)
     for path in tqdm(list_images(args.val), desc="baselines", unit="img"):
-        image = load_rgb(path)
+        image = as_rgb_uint8(path)
         for name, (ta, tb) in tints.items():
             ab = np.empty((2, args.size, args.size), np.float32)
             ab[0], ab[1] = ta, tb

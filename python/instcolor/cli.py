@@ -166,7 +166,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .detect import detect_to_folder, load_detector
+    from .detect import detect_to_folder
 
     paths, failures = collect_inputs(args.inputs)
     for name, why in failures:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
+from .prepare import as_rgb_uint8
 
 CF_RANGE = (16.0, 20.0)  # colourfulness range whose share SCGAN reports
 _MAX_NAMES = 5
@@ -41,16 +42,6 @@ def _images_by_stem(folder: Path, what: str) -> dict[str, Path]:
                              f"({out[f.stem].name}, {f.name}); cannot pair them by name")
         out[f.stem] = f
     return out
-
-
-def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from None
 
 
 def _names(items) -> str:
@@ -125,8 +116,8 @@ def evaluate_folders(pred_dir, gt_dir, boxes=None, progress: bool = True) -> dic
     stems = sorted(gts)
     for stem in tqdm(stems, desc="eval", unit="img", file=sys.stderr, disable=not progress):
         gt_path, pred_path = gts[stem], preds[stem]
-        gt = _load_rgb(gt_path)
-        pred = _load_rgb(pred_path)
+        gt = as_rgb_uint8(gt_path, str(gt_path))
+        pred = as_rgb_uint8(pred_path, str(pred_path))
         if pred.shape != gt.shape:
             raise ValueError(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} differs from the "
                              f"ground truth {gt_path} ({gt.shape[1]}x{gt.shape[0]})")

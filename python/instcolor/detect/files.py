@@ -84,8 +84,9 @@ def detect_to_folder(paths, detector, out_dir: str | Path, progress: bool = True
     """Run ``detector`` on each image file of ``paths`` and write ``out_dir/<stem>.npz``
     (:func:`write_boxes_npz`). Images whose file already exists are skipped, so an interrupted
     run continues where it stopped. Returns {file name: error} for unreadable images."""
-    from PIL import Image
     from tqdm import tqdm
+
+    from ..prepare import as_rgb_uint8
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,10 +94,9 @@ def detect_to_folder(paths, detector, out_dir: str | Path, progress: bool = True
     todo = [Path(p) for p in paths if not (out_dir / f"{Path(p).stem}.npz").is_file()]
     for p in tqdm(todo, desc="detect", unit="img", disable=not progress or len(todo) < 2):
         try:
-            with Image.open(p) as im:
-                rgb = np.asarray(im.convert("RGB"))
+            rgb = as_rgb_uint8(p)
         except (OSError, ValueError) as e:
-            errors[p.name] = f"cannot read image ({e})"
+            errors[p.name] = str(e)
             continue
         write_boxes_npz(out_dir / f"{p.stem}.npz", detector(rgb))
     return errors

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..cli import IMAGE_SUFFIXES
-from ..prepare import MAX_BOXES, patch_hints, selection_order
+from ..prepare import MAX_BOXES, as_rgb_uint8, patch_hints, selection_order
 
 GREY_CHROMA = 3.0       # mean per-pixel (max - min) over R, G, B below this: a greyscale photo
 MIN_BOX_SIDE = 8        # boxes smaller than this (input pixels) are not used for training
@@ -32,15 +32,6 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"training data: no such folder: {folder}")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file; ValueError naming the file when unreadable."""
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from None
 
 
 def is_grey(rgb: np.ndarray) -> bool:
@@ -79,7 +70,7 @@ class PhotoIndex:
         keep, sizes, skipped = [], [], {}
         for p in tqdm(files, desc="scan photos", unit="img", disable=not progress, leave=False):
             try:
-                rgb = load_rgb(p)
+                rgb = as_rgb_uint8(p)
             except ValueError as e:
                 skipped[p.name] = str(e)
                 continue

@@ -21,12 +21,11 @@ steps on the same machine and thread count.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 
 from .._fileio import atomic_path
 from ..models import FusionNet, InstanceNet, SIGGRAPHBackbone, load_nets, load_state_dict_strict, save_official
-from ..models.backbone import NUM_CLASSES
+from ..prepare import as_rgb_uint8
 from . import data as D
 
 STAGES = ("full", "instance", "fusion")
@@ -128,12 +127,17 @@ def _fresh_fusion(full: SIGGRAPHBackbone, seed: int) -> FusionNet:
     """Fusion net with the full-image net as backbone and freshly initialised blend blocks."""
     torch.manual_seed(seed + 3)
     fusion = FusionNet(full.width)
-    backbone = {k: v for k, v in full.state_dict().items()}
+    copy_backbone(full, fusion)
+    return fusion
+
+
+def copy_backbone(full: SIGGRAPHBackbone, fusion: FusionNet) -> None:
+    """Give the fusion net the full-image net's backbone weights (its blend blocks stay)."""
+    backbone = full.state_dict()
     missing = [k for k in fusion.state_dict() if k not in backbone and not k.startswith("weight_layer")]
     if missing:
         raise TrainError(f"full-image net does not fit the fusion backbone: {missing[:4]}")
     fusion.load_state_dict(backbone, strict=False)
-    return fusion
 
 
 def build_nets(cfg: TrainConfig) -> dict[str, nn.Module]:
@@ -159,12 +163,9 @@ def trainable(cfg: TrainConfig, nets: dict[str, nn.Module]) -> list[nn.Parameter
     """Parameters the stage trains; the rest get requires_grad False."""
     for net in nets.values():
         net.requires_grad_(False)
-    if cfg.stage == "full":
-        net = nets["full"]
-        params = [p for n, p in net.named_parameters() if cfg.class_weight > 0 or not n.startswith("model_class")]
-    elif cfg.stage == "instance":
-        net = nets["instance"]
-        params = [p for n, p in net.named_parameters() if cfg.class_weight > 0 or not n.startswith("model_class")]
+    if cfg.stage in ("full", "instance"):  # the classification head only with its loss
+        params = [p for n, p in nets[cfg.stage].named_parameters()
+                  if cfg.class_weight > 0 or not n.startswith("model_class")]
     else:
         from ..models.fusion import BLOCK_NAMES
 
@@ -261,35 +262,34 @@ class Trainer:
         return list(range(n))  # fusion: photos without boxes take the full-image path
 
     def _val_items(self) -> list:
+        """Up to ``val_images`` validation items spread evenly over the validation photos (``val``,
+        else the training photos); sets ``val_index`` / ``val_boxes`` for :meth:`_sample`."""
         cfg = self.cfg
+        self.val_index, self.val_boxes = self.index, self.boxes
         if cfg.val:
-            vindex = D.PhotoIndex.build(cfg.val, cache=self.out / "val_photos.json", progress=self.progress)
-            self.val_index = vindex
-            if cfg.stage != "full" and cfg.boxes:
+            self.val_index = D.PhotoIndex.build(cfg.val, cache=self.out / "val_photos.json", progress=self.progress)
+            self.val_boxes = None
+            if cfg.stage != "full":
                 from ..detect import BoxesFile
 
-                vboxes = D.load_index_boxes(vindex, BoxesFile(cfg.boxes))
-            else:
-                vboxes = [np.zeros((0, 4), np.int64)] * len(vindex.names)
-        else:
-            self.val_index, vboxes = self.index, self.boxes
+                self.val_boxes = D.load_index_boxes(self.val_index, BoxesFile(cfg.boxes))
         n = len(self.val_index.names)
-        picks = np.linspace(0, n - 1, num=min(cfg.val_images, n)).round().astype(int).tolist()
-        if cfg.stage == "instance":
-            items = [(i, 0) for i in range(n) if vboxes is not None and len(vboxes[i])]
-            picks = np.linspace(0, max(len(items) - 1, 0), num=min(cfg.val_images, len(items))).round().astype(int)
-            self.val_boxes = vboxes
-            return [items[k] for k in picks.tolist()] if items else []
-        self.val_boxes = vboxes
-        return picks
+        if cfg.stage == "instance":  # the first box of each photo that has one
+            candidates = [(i, 0) for i in range(n) if len(self.val_boxes[i])]
+        else:
+            candidates = list(range(n))
+        if not candidates:
+            return []
+        picks = np.linspace(0, len(candidates) - 1, num=min(cfg.val_images, len(candidates))).round().astype(int)
+        return [candidates[k] for k in picks.tolist()]
 
     # -------------------------------------------------------------- data
     def _sample(self, index, boxes, item, rng) -> D.Sample:
         cfg = self.cfg
         if cfg.stage == "instance":
             i, j = item
-            return D.make_instance_sample(D.load_rgb(index.path(i)), boxes[i][j], cfg.size, rng)
-        rgb = D.load_rgb(index.path(item))
+            return D.make_instance_sample(as_rgb_uint8(index.path(i)), boxes[i][j], cfg.size, rng)
+        rgb = as_rgb_uint8(index.path(item))
         if cfg.stage == "full":
             return D.make_full_sample(rgb, cfg.size, rng, cfg.hint_p)
         b = boxes[item][-cfg.max_instances:] if boxes is not None else np.zeros((0, 4), np.int64)
@@ -343,7 +343,7 @@ class Trainer:
                         feats["conv8_3"] = x
                     return x
 
-                pred = SIGGRAPHBackbone.run(net, t["L"], t["hint_ab"], t["hint_mask"], grab)
+                pred = net.run(t["L"], t["hint_ab"], t["hint_mask"], grab)
             else:
                 inst, fusion = self.nets["instance"], self.nets["fusion"]
                 inst.eval()
@@ -406,9 +406,8 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint: official weights files, then the resumable state (both atomic)."""
         if self.cfg.stage == "full":  # the later stages start from the full-image net
-            full = self.nets["full"].state_dict()
-            self.nets["instance"].load_state_dict(full)
-            self.nets["fusion"].load_state_dict(full, strict=False)
+            self.nets["instance"].load_state_dict(self.nets["full"].state_dict())
+            copy_backbone(self.nets["full"], self.nets["fusion"])
         save_official(self.out, self.nets)
         trained = self.cfg.stage
         state = {"step": self.step, "elapsed": self.elapsed, "history": self.history,
@@ -452,7 +451,9 @@ class Trainer:
                 m.momentum = mom
         self.bn_calibrated = True
 
-    def _log(self, entry: dict) -> None:
+    def _record(self, entry: dict) -> None:
+        """Append a validation entry to the history and to ``log.jsonl``."""
+        self.history.append(entry)
         with open(self.out / LOG_FILE, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
 
@@ -484,7 +485,7 @@ class Trainer:
                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         last_ckpt, ema, rate = time.monotonic(), None, None
         try:
-            nxt = pool.submit(self.make_batch, self.step)
+            nxt = pool.submit(self.make_batch, self.step) if self.step < cfg.steps else None
             while self.step < cfg.steps and not self._stop:
                 t0 = time.monotonic()
                 batch = nxt.result()
@@ -502,8 +503,7 @@ class Trainer:
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                     entry = {"step": self.step, "train_loss": ema, "images_per_s": rate,
                              "elapsed_s": round(self.elapsed, 1), **self.validate()}
-                    self.history.append(entry)
-                    self._log(entry)
+                    self._record(entry)
                     bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items()
                                                                 if k != "step"), file=sys.stderr)
                 if time.monotonic() - last_ckpt >= cfg.checkpoint_seconds or self.step == cfg.steps:
@@ -512,9 +512,7 @@ class Trainer:
             if not self._stop and self._needs_bn():
                 bar.write(f"instcolor: BatchNorm statistics over {cfg.bn_batches} batches", file=sys.stderr)
                 self.recalibrate_batchnorm()
-                entry = {"step": self.step, "bn_recalibrated": cfg.bn_batches, **self.validate()}
-                self.history.append(entry)
-                self._log(entry)
+                self._record({"step": self.step, "bn_recalibrated": cfg.bn_batches, **self.validate()})
                 self.save()
             if self._stop:
                 self.save()
