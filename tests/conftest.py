@@ -16,6 +16,21 @@ SEEDS = {"full": 101, "instance": 102, "fusion": 103}  # GComp, G, GF visible se
 GOLDEN_NET_NAMES = {"full": "GComp", "instance": "G", "fusion": "GF"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_export_cache(tmp_path_factory):
+    """Exports made by the default (auto -> onnxruntime) backend go to a per-run folder, never to
+    the user's ~/.cache/instcolor."""
+    import os
+
+    old = os.environ.get("INSTCOLOR_CACHE")
+    os.environ["INSTCOLOR_CACHE"] = str(tmp_path_factory.mktemp("instcolor-cache"))
+    yield
+    if old is None:
+        os.environ.pop("INSTCOLOR_CACHE", None)
+    else:
+        os.environ["INSTCOLOR_CACHE"] = old
+
+
 def rule_nets():
     """The three full-width nets with the golden weights rule, eval mode."""
     from weights_rule import rule_state_dict

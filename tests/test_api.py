@@ -115,6 +115,34 @@ def test_unknown_backend_and_device(tiny_weights_dir):
         Colorizer.from_pretrained(tiny_weights_dir, device="not-a-device")
 
 
+def test_auto_backend_choice(tiny_weights_dir, monkeypatch):
+    """auto = onnxruntime on the CPU when it is installed, torch otherwise; never TensorRT."""
+    import instcolor.backends as B
+
+    monkeypatch.setattr(B, "onnxruntime_installed", lambda: True)
+    assert B.resolve_backend("auto", "cpu") == "onnxruntime"
+    assert B.resolve_backend("auto", "cuda:0") == "torch"
+    assert B.resolve_backend("torch", "cpu") == "torch"
+    monkeypatch.setattr(B, "onnxruntime_installed", lambda: False)
+    assert B.resolve_backend("auto", "cpu") == "torch"
+    assert Colorizer.from_pretrained(tiny_weights_dir).backend.name == "torch"
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="auto or one of torch, onnxruntime, tensorrt"):
+        B.resolve_backend("fast")
+    with pytest.raises(ValueError, match="explicit backend='tensorrt'"):
+        Colorizer.from_pretrained(tiny_weights_dir, precision="fp16")
+
+
+def test_default_backend_is_onnxruntime_on_cpu(tiny_weights_dir):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    c = Colorizer.from_pretrained(tiny_weights_dir)
+    assert c.backend.name == "onnxruntime"
+    img = _img(seed=3)
+    ref = Colorizer.from_pretrained(tiny_weights_dir, backend="torch")
+    a, b = c.colorize(img, boxes=[[5, 5, 30, 35]], size=32), ref.colorize(img, boxes=[[5, 5, 30, 35]], size=32)
+    np.testing.assert_allclose(a.ab, b.ab, atol=1e-5)
+
+
 def test_real_detector_drives_the_instance_path(tiny_weights_dir):
     """YOLOX-Nano (shared test model) finds the man and the bicycle; their boxes are used."""
     from conftest import SHARED

@@ -176,7 +176,7 @@ def test_load_nets_and_colorizer_accept_a_bundle(tmp_path, tiny_bundle):
     img = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     boxes = [[4, 4, 30, 36]]
     r = Colorizer.from_pretrained(d, backend="torch").colorize(img, boxes=boxes, size=32)
-    ref = Colorizer.from_pretrained(tmp_path / "official").colorize(img, boxes=boxes, size=32)
+    ref = Colorizer.from_pretrained(tmp_path / "official", backend="torch").colorize(img, boxes=boxes, size=32)
     assert r.rgb.shape == (40, 56, 3) and r.rgb.dtype == np.uint8
     np.testing.assert_array_equal(r.rgb, ref.rgb)
 
@@ -386,7 +386,7 @@ def test_starter_weights_are_used_by_default_with_one_notice(tmp_path, monkeypat
     monkeypatch.setattr(weights, "STARTER_DIR", tmp_path / "starter")
     monkeypatch.setattr(weights, "_notice_shown", False)
     capsys.readouterr()
-    c = Colorizer.from_pretrained()
+    c = Colorizer.from_pretrained(backend="torch")
     err = capsys.readouterr().err
     assert err == ("instcolor: using the built-in starter weights (small width-0.125 model trained on 5,000 photos); "
                    "for the paper's quality pass the official checkpoints with weights=... / --weights DIR (see README)\n")

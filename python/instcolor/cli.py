@@ -248,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "when they record it, else 256)")
     p.add_argument("--hint", action="append", type=parse_hint, default=[], metavar="X,Y,#RRGGBB[,P]",
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
-                   help="inference backend (default torch; onnxruntime exports the nets on first use and caches them)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
+                   help="inference backend (default auto: onnxruntime on the CPU when it is installed, else torch; "
+                        "onnxruntime and tensorrt export the nets on first use and cache them)")
     p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu; tensorrt: cuda[:N])")
     p.add_argument("--precision", choices=("fp32", "fp16"), default=None,
                    help="TensorRT engine precision (--backend tensorrt only; default fp32)")

@@ -33,7 +33,7 @@ class Colorizer:
             backend.set_fuse(self.ops.fuse_instances)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, backend: str = "torch", device: str = "cpu",
+    def from_pretrained(cls, path: str | os.PathLike | None = None, backend: str = "auto", device: str = "cpu",
                         detector=None, native: bool | None = None, **backend_options) -> "Colorizer":
         """Load weights from ``path``, a directory holding either
 
@@ -47,9 +47,10 @@ class Colorizer:
         paper's quality) and says so once per process on stderr; ``FileNotFoundError`` when the
         package was installed without it.
 
-        backend: 'torch' (eager PyTorch on ``device``) or 'onnxruntime' (exports the segments on
-        first use into the cache folder ``$INSTCOLOR_CACHE`` or ``~/.cache/instcolor``, keyed by the
-        weights' hash). detector: None, a callable returning :class:`instcolor.detect.Detections`,
+        backend: 'auto' (the default: 'onnxruntime' when it is installed and ``device`` is the CPU,
+        else 'torch'), 'torch' (eager PyTorch on ``device``), 'onnxruntime' (exports the segments
+        on first use into the cache folder ``$INSTCOLOR_CACHE`` or ``~/.cache/instcolor``, keyed by
+        the weights' hash; a couple of seconds once per set of weights) or 'tensorrt'. detector: None, a callable returning :class:`instcolor.detect.Detections`,
         or a path to an ONNX detector. ``backend_options`` go to the TensorRT backend
         (``precision='fp32'|'fp16'``, ``max_images``, ``cuda_graphs``, ``workspace_bytes``,
         ``cache_root``); other backends refuse options. Raises

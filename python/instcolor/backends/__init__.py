@@ -7,6 +7,26 @@ from pathlib import Path
 from .torch_backend import TorchBackend
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+DEFAULT_BACKEND = "auto"
+
+
+def onnxruntime_installed() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: str = "cpu") -> str:
+    """The backend ``backend`` stands for. ``"auto"``: ``"onnxruntime"`` when it is installed and the
+    nets run on the CPU (``device="cpu"``), else ``"torch"``. TensorRT is never chosen automatically.
+    Other names are returned unchanged once checked (ValueError for an unknown one)."""
+    if backend == "auto":
+        return "onnxruntime" if str(device) == "cpu" and onnxruntime_installed() else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not available; choose auto or one of {', '.join(BACKENDS)}")
+    return backend
 
 
 def cache_dir() -> Path:
@@ -14,9 +34,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("INSTCOLOR_CACHE") or Path.home() / ".cache" / "instcolor")
 
 
-def make_backend(path, backend: str = "torch", device: str = "cpu", **options):
+def make_backend(path, backend: str = DEFAULT_BACKEND, device: str = "cpu", **options):
     """Build the named backend from a weights directory (official layout or bundle, see
     :func:`instcolor.models.load_nets`; or, for onnxruntime / tensorrt, an export directory).
+    ``backend="auto"`` picks one with :func:`resolve_backend`.
 
     ``options`` go to the TensorRT backend only (precision='fp32'|'fp16', max_images, cuda_graphs,
     cache_root, workspace_bytes; see :class:`instcolor.backends.tensorrt_backend.TensorRTBackend`).
@@ -24,8 +45,9 @@ def make_backend(path, backend: str = "torch", device: str = "cpu", **options):
     from ..export import MANIFEST
     from ..models import load_nets
 
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not available; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto" and options:
+        raise ValueError(f"backend options ({', '.join(sorted(options))}) need an explicit backend='tensorrt'")
+    backend = resolve_backend(backend, device)
     if options and backend != "tensorrt":
         raise ValueError(f"backend={backend!r} takes no options, got {', '.join(sorted(options))}")
     if backend == "torch":
@@ -78,4 +100,5 @@ def _make_tensorrt(path, device, precision: str = "fp32", **options):
     return TensorRTBackend(target, precision=precision, device=f"cuda:{index}", **options)
 
 
-__all__ = ["BACKENDS", "TorchBackend", "cache_dir", "make_backend"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "TorchBackend", "cache_dir", "make_backend", "onnxruntime_installed",
+           "resolve_backend"]
