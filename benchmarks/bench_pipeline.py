@@ -34,7 +34,7 @@ from instcolor import Colorizer  # noqa: E402
 from instcolor import prepare as P  # noqa: E402
 from instcolor.backends import TorchBackend  # noqa: E402
 from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone  # noqa: E402
-from instcolor.models.backbone import FEATURE_LEVELS, FEATURE_NAMES  # noqa: E402
+from instcolor.models.backbone import FEATURE_LEVELS  # noqa: E402
 from instcolor.pipeline import Batch, compose_result  # noqa: E402
 
 

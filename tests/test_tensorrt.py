@@ -7,12 +7,12 @@ tested directly. Tests that need TensorRT and a GPU are at the end; they skip he
 """
 import ctypes
 import json
-import types
 
 import numpy as np
 import pytest
 
 from conftest import tiny_nets
+from trt_sim import SIM_TRT, SimCudart, host_view
 
 onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install 'instcolor[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'instcolor[onnx]')")
@@ -369,86 +369,6 @@ def test_fuse_out_bare_cuda_arrays_are_validated():
 
 
 # ----------------------------------------------------------------------------- CUDA / TensorRT call sequence, simulated
-class SimCudart:
-    """cuda-python's runtime calls used by instcolor.trt.cuda, on host memory; stream capture
-    records the enqueued work and graph launches replay it (like a real graph: fixed arguments)."""
-
-    class cudaMemcpyKind:
-        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
-
-    class cudaStreamCaptureMode:
-        cudaStreamCaptureModeThreadLocal = 1
-
-    cudaStreamNonBlocking = 1
-
-    def __init__(self):
-        self.mem, self.capturing, self.launches, self.device_bytes = {}, None, 0, 0
-
-    def _alloc(self, n):
-        buf = (ctypes.c_uint8 * n)()
-        self.mem[ctypes.addressof(buf)] = buf
-        return 0, ctypes.addressof(buf)
-
-    def _issue(self, op):
-        if self.capturing is not None:
-            self.capturing.append(op)
-        else:
-            op()
-
-    def cudaSetDevice(self, i): return (0,)
-    def cudaStreamCreateWithFlags(self, flags): return 0, 1234
-    def cudaStreamSynchronize(self, s): return (0,)
-    def cudaStreamDestroy(self, s): return (0,)
-    def cudaMallocHost(self, n): return self._alloc(n)
-    def cudaFree(self, p): self.mem.pop(p); return (0,)
-    cudaFreeHost = cudaFree
-
-    def cudaMalloc(self, n):
-        self.device_bytes += n
-        return self._alloc(n)
-
-    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
-        assert stream == 1234
-        self._issue(lambda: ctypes.memmove(dst, src, n))
-        return (0,)
-
-    def cudaMemcpy(self, dst, src, n, kind):
-        assert self.capturing is None
-        ctypes.memmove(dst, src, n)
-        return (0,)
-
-    def cudaStreamBeginCapture(self, s, mode):
-        assert self.capturing is None
-        self.capturing = []
-        return (0,)
-
-    def cudaStreamEndCapture(self, s):
-        graph, self.capturing = self.capturing, None
-        return 0, graph
-
-    def cudaGraphInstantiate(self, graph, flags): return 0, list(graph)
-    def cudaGraphDestroy(self, g): return (0,)
-    def cudaGraphExecDestroy(self, g): return (0,)
-
-    def cudaGraphLaunch(self, exec_, s):
-        self.launches += 1
-        for op in exec_:
-            op()
-        return (0,)
-
-
-def host_view(a):
-    """numpy view of a (simulated) device array."""
-    cai = a.__cuda_array_interface__
-    dt, shape = np.dtype(cai["typestr"]), cai["shape"]
-    raw = (ctypes.c_uint8 * (int(np.prod(shape)) * dt.itemsize)).from_address(cai["data"][0])
-    return np.ctypeslib.as_array(raw).view(dt).reshape(shape)
-
-
-SIM_TRT = types.SimpleNamespace(TensorIOMode=types.SimpleNamespace(INPUT="input", OUTPUT="output"),
-                                DataType=types.SimpleNamespace(FLOAT="float", HALF="half", INT32="int32"))
-
-
 class SimEngine:
     """The ICudaEngine / IExecutionContext calls TensorRTRunner makes, over an ONNX Runtime session
     reading and writing (simulated) device memory at the bound addresses."""

@@ -273,7 +273,7 @@ def test_final_batchnorm_statistics(photos, tmp_path):
     assert not torch.allclose(calibrated, trained)
     # = the plain mean over the 4 batches' per-batch means of that layer's input
     feats = []
-    net = again.nets["full"].train()
+    again.nets["full"].train()
     hook = bn2.register_forward_hook(lambda m, i, o: feats.append(i[0].mean(dim=(0, 2, 3))))
     with torch.no_grad():
         for k in range(4):

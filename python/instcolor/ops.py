@@ -43,7 +43,7 @@ from __future__ import annotations
 import numbers
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

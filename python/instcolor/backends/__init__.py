@@ -54,10 +54,8 @@ def make_backend(path, backend: str = DEFAULT_BACKEND, device: str = "cpu", **op
         return TorchBackend(load_nets(path), device=device)
     if backend == "tensorrt":
         return _make_tensorrt(path, device, **options)
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ValueError("backend='onnxruntime' needs the onnxruntime package: pip install 'instcolor[onnx]'") from None
+    if not onnxruntime_installed():
+        raise ValueError("backend='onnxruntime' needs the onnxruntime package: pip install 'instcolor[onnx]'")
     from .onnxruntime_backend import OnnxRuntimeBackend
 
     if device != "cpu":

@@ -1,4 +1,5 @@
-"""Object detectors run with ONNX Runtime: YOLOX, YOLOv8 (Ultralytics) and torchvision-style graphs.
+"""Object detectors from ONNX files, run with ONNX Runtime or TensorRT: YOLOX, YOLOv8 (Ultralytics)
+and torchvision-style graphs.
 
 The project's default detector is the COCO YOLOX-Nano in ``shared/models`` (see its README):
 ``OnnxDetector("yolox_nano_coco_416.onnx")`` returns the top 8 COCO detections at score >= 0.3.
@@ -21,13 +22,21 @@ Output formats (``output_format``):
 All formats then go through the same post-processing: score threshold, class filter, class-aware
 NMS, mapping to original pixels, clipping to the image, dropping boxes left with zero area,
 sorting by descending score and keeping the ``top_k`` best.
+
+Runtimes (``runtime``): the graph's inputs and outputs are read from the ONNX file
+(:func:`graph_io`), and a *runner* executes it -- ``run(feeds) -> outputs in graph order`` as host
+numpy arrays. ``"onnxruntime"`` (:class:`OrtRunner`, the default) runs on the CPU or any ONNX
+Runtime execution provider; ``"tensorrt"``
+(:class:`instcolor.detect.tensorrt_runner.TensorRTDetectorRunner`) builds a cached TensorRT engine
+for one fixed input shape and runs it on a CUDA device. Everything before and after the runner is
+shared.
 """
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -40,6 +49,8 @@ FORMATS = ("yolox", "torchvision", "yolov8")
 STRIDES = (8, 16, 32)
 PAD_VALUE = 114
 DEFAULT_LETTERBOX_SIZE = 640  # letterbox formats with a dynamic input and no ``input_size``
+
+RUNTIMES = ("onnxruntime", "tensorrt")
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -171,6 +182,86 @@ def _check_common(score_threshold, nms_iou, top_k, who):
 
 
 # --------------------------------------------------------------------------------------------
+# the graph's inputs / outputs, and the runners that execute it
+
+
+class TensorInfo(NamedTuple):
+    """One graph input or output as ONNX Runtime describes it: ``type`` like ``"tensor(float)"``,
+    ``shape`` a list of ints (static dims), strs (symbolic dims) and None (unknown dims); ``[]``
+    when the rank is unknown."""
+
+    name: str
+    type: str
+    shape: list
+
+
+def _tensor_info(value_info) -> TensorInfo:
+    from onnx import TensorProto
+
+    t = value_info.type.tensor_type
+    type_name = f"tensor({TensorProto.DataType.Name(t.elem_type).lower()})" if t.elem_type else "tensor(undefined)"
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim] \
+        if t.HasField("shape") else []
+    return TensorInfo(value_info.name, type_name, shape)
+
+
+def graph_io(path: str | os.PathLike) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """``(inputs, outputs)`` of an ONNX file, in graph order, as ONNX Runtime reports them: inputs
+    without the initializers (weights some exporters also list as inputs), output shapes after ONNX
+    shape inference (a declared ``["N", 4]`` that inference knows to be ``[5, 4]`` reads ``[5, 4]``).
+    External weight files are not read. ValueError naming the file when it is no ONNX model."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ValueError(f"ONNX detector: cannot load the model {path}: {e}") from None
+    if not model.HasField("graph") or not model.graph.output:
+        raise ValueError(f"ONNX detector: cannot load the model {path}: no graph outputs (not an ONNX model?)")
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 -- keep the declared shapes
+        pass
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [_tensor_info(v) for v in model.graph.input if v.name not in weights]
+    return inputs, [_tensor_info(v) for v in model.graph.output]
+
+
+class OrtRunner:
+    """Runs an ONNX file with ONNX Runtime: ``run(feeds) -> list`` of the outputs in graph order.
+
+    ``intra_op_threads`` (None = the usable CPU cores); graph optimisation "all"; idle worker threads
+    do not spin; ``providers`` (None = ``["CPUExecutionProvider"]``). ValueError naming the file when
+    ONNX Runtime cannot load it.
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: Sequence | None = None,
+                 intra_op_threads: int | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = intra_op_threads or cpu_count()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        # No busy-waiting between ops: spinning worker threads fight torch (the grey conversion,
+        # the colorization nets) and other processes for the cores -- up to 10x slower when busy.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so,
+                                                providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ValueError(f"ONNX detector: cannot load the model {path}: {e}") from None
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """``{input name: array}`` -> every output, in graph order, as numpy arrays."""
+        return self.session.run(None, feeds)
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def _grid_count(hw: tuple[int, int]) -> int:
@@ -206,27 +297,47 @@ class OnnxDetector:
             does (its detector sees the L channel copied to 3 channels). L (0..100) is computed
             with :func:`instcolor.color.rgb_to_lab` and stored as ``round(L * 255 / 100)`` (see
             :func:`lightness_grey`). On a grey photo this is a tone curve, not the identity.
-        providers: ONNX Runtime execution providers (None = ``["CPUExecutionProvider"]``).
+        runtime: what runs the graph: ``"onnxruntime"`` or ``"tensorrt"`` (a TensorRT engine for
+            one fixed input shape -- ``(1, 3, h, w)`` / ``(3, h, w)`` from the graph or
+            ``input_size`` -- built on first use and cached; outputs must have fixed shapes, so
+            torchvision-style graphs with NMS inside do not run with it). See the module docstring.
+        providers: ONNX Runtime execution providers (None = ``["CPUExecutionProvider"]``);
+            onnxruntime only.
         intra_op_threads: ONNX Runtime intra-op threads (None = the usable CPU cores). Graph
-            optimisation is set to "all" and worker threads do not spin while idle.
+            optimisation is set to "all" and worker threads do not spin while idle. onnxruntime only.
+        device: TensorRT only: ``"cuda"`` / ``"cuda:N"`` / ``N``, or a device object of
+            :mod:`instcolor.trt.memory` whose arrays have ``.ptr``.
+        precision: ``"fp32"`` or ``"fp16"`` (TensorRT only; see
+            :func:`instcolor.detect.tensorrt_runner.detector_build_mode`).
+        cache_root: TensorRT engine cache folder (None = ``cache_dir()/"tensorrt"``).
         coco91_labels: torchvision-style graphs only -- the labels are COCO category ids (1..90
             with gaps, 0 = background, as torchvision's COCO models return); they are mapped to
             the contiguous 80 classes and background / unused ids are dropped.
         names: class names (None = the COCO names when the model has 80 classes).
 
     Attributes: ``path``, ``output_format``, ``input_size`` ``(h, w)`` or None (dynamic,
-    torchvision-style), ``num_classes`` (None when unknown), ``names`` (tuple or None).
+    torchvision-style), ``num_classes`` (None when unknown), ``names`` (tuple or None),
+    ``runtime``, ``runner`` (:class:`OrtRunner` or
+    :class:`~instcolor.detect.tensorrt_runner.TensorRTDetectorRunner`), ``session`` (ONNX Runtime's
+    InferenceSession; None with TensorRT). ValueError, naming the model, for a file that is no
+    ONNX model and for a graph or option this runtime cannot run; FileNotFoundError for a missing file.
     """
 
     def __init__(self, path: str | os.PathLike, *, output_format: str = "auto", score_threshold: float = 0.3,
                  nms_iou: float | None = 0.45, classes: Iterable[int | str] | None = None,
                  top_k: int | None = 8, input_size: int | tuple[int, int] | None = None, grey: bool = True,
                  providers: Sequence | None = None, intra_op_threads: int | None = None,
-                 coco91_labels: bool = False, names: Sequence[str] | None = None):
-        import onnxruntime as ort
-
+                 coco91_labels: bool = False, names: Sequence[str] | None = None, runtime: str = "onnxruntime",
+                 device="cuda", precision: str = "fp32", cache_root: str | os.PathLike | None = None):
         self.path = Path(path)
         who = f"OnnxDetector({self.path})"
+        if runtime not in RUNTIMES:
+            raise ValueError(f"{who}: runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"{who}: precision must be 'fp32' or 'fp16', got {precision!r}")
+        if precision != "fp32" and runtime != "tensorrt":
+            raise ValueError(f"{who}: precision={precision!r} needs runtime='tensorrt' (ONNX Runtime runs the "
+                             f"graph in its own types)")
         if output_format not in ("auto",) + FORMATS:
             raise ValueError(f"{who}: output_format must be 'auto' or one of {FORMATS}, got {output_format!r}")
         _check_common(score_threshold, nms_iou, top_k, who)
@@ -239,20 +350,9 @@ class OnnxDetector:
             raise ValueError(f"{who}: intra_op_threads must be a positive int or None, got {intra_op_threads!r}")
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX detector: model file not found: {self.path}")
+        inputs, graph_outputs = graph_io(self.path)
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = intra_op_threads or cpu_count()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        # No busy-waiting between ops: spinning worker threads fight torch (the grey conversion,
-        # the colorization nets) and other processes for the cores -- up to 10x slower when busy.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so,
-                                                providers=list(providers or ["CPUExecutionProvider"]))
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ValueError(f"ONNX detector: cannot load the model {self.path}: {e}") from None
-
+        self.runtime = runtime
         self.score_threshold = float(score_threshold)
         self.nms_iou = None if nms_iou is None else float(nms_iou)
         self.top_k = None if top_k is None else int(top_k)
@@ -260,7 +360,6 @@ class OnnxDetector:
         self.coco91_labels = bool(coco91_labels)
 
         # ---- input
-        inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ValueError(f"{who}: expected one image input, the graph has {len(inputs)}: "
                              f"{[(i.name, i.shape) for i in inputs]}")
@@ -281,7 +380,7 @@ class OnnxDetector:
         self._static_input = graph_hw is not None
 
         # ---- outputs and format
-        self._outputs = [(o.name, list(o.shape)) for o in self.session.get_outputs()]
+        self._outputs = [(o.name, list(o.shape)) for o in graph_outputs]
         fmt = output_format if output_format != "auto" else self._guess_format(graph_hw or input_size)
         self.output_format = fmt
         if fmt == "torchvision":
@@ -296,6 +395,47 @@ class OnnxDetector:
         else:
             self.names = COCO_CLASSES if self.num_classes == 80 else None
         self.classes = class_indices(classes, self.names)
+
+        # ---- runner
+        if runtime == "onnxruntime":
+            self.runner = OrtRunner(self.path, providers, intra_op_threads)
+        else:
+            from .tensorrt_runner import TensorRTDetectorRunner
+
+            self.runner = TensorRTDetectorRunner(self.path, self._input_name, self.tensorrt_input_shape(),
+                                                 [n for n, _ in self._outputs], graph_dtype=self._input_dtype,
+                                                 precision=precision, device=device, cache_root=cache_root)
+
+    @property
+    def session(self):
+        """ONNX Runtime's InferenceSession (None with TensorRT)."""
+        return getattr(self.runner, "session", None)
+
+    @session.setter
+    def session(self, value) -> None:
+        if not isinstance(self.runner, OrtRunner):
+            raise AttributeError(f"OnnxDetector({self.path}): runtime={self.runtime!r} has no ONNX Runtime session")
+        self.runner.session = value
+
+    def tensorrt_input_shape(self) -> tuple[int, ...]:
+        """The fixed input shape a TensorRT engine of this graph takes: ``(1, 3, h, w)`` or ``(3, h, w)``
+        with ``(h, w)`` = ``input_size``. ValueError when the input size is dynamic (torchvision-style
+        graph without ``input_size``) or an output's size depends on the data (torchvision-style
+        graphs with NMS inside)."""
+        who = f"OnnxDetector({self.path}) runtime='tensorrt'"
+        if self.input_size is None:
+            raise ValueError(f"{who}: the graph's input {self._input_name} has a dynamic size and TensorRT "
+                             f"needs a fixed one; pass input_size=(h, w)")
+        if self.output_format == "torchvision":
+            dynamic = [f"{n} {s}" for n, s in self._outputs if not s or any(_static_dim(d) is None for d in s)]
+            if dynamic:
+                raise ValueError(f"{who} supports only fixed-shape outputs, but {', '.join(dynamic)} depend on the "
+                                 f"data (e.g. NMS inside the graph); use runtime='onnxruntime'")
+        return ((1, 3) if self._batched else (3,)) + tuple(self.input_size)
+
+    def close(self) -> None:
+        """Free the runner's resources (TensorRT: the device memory it allocated)."""
+        self.runner.close()
 
     # ---------------------------------------------------------------- format detection
 
@@ -394,15 +534,15 @@ class OnnxDetector:
         if fmt == "torchvision":
             size = self.input_size or (H, W)
             x = resize_plain(src, size)
-            outs = self.session.run(None, self._feed(x, 1.0 / 255.0))
+            outs = self.runner.run(self._feed(x, 1.0 / 255.0))
             boxes, labels, scores = self._parse_torchvision(outs)
             return postprocess(boxes, scores, labels, scale_xy=(W / size[1], H / size[0]), **common)
         canvas, r = letterbox(src, self.input_size)
         if fmt == "yolox":
-            out = self.session.run(None, self._feed(canvas[:, :, ::-1], 1.0))[0]
+            out = self.runner.run(self._feed(canvas[:, :, ::-1], 1.0))[0]
             boxes, scores, labels = self._decode_yolox(out)
         else:
-            out = self.session.run(None, self._feed(canvas, 1.0 / 255.0))[0]
+            out = self.runner.run(self._feed(canvas, 1.0 / 255.0))[0]
             boxes, scores, labels = self._decode_yolov8(out)
         return postprocess(boxes, scores, labels, scale_xy=(1.0 / r, 1.0 / r), **common)
 

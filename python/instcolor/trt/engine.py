@@ -29,20 +29,30 @@ class EngineRunner(Protocol):
     def run(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any], stream: int) -> None: ...
 
 
-def tensorrt_unavailable_reason(device_index: int = 0) -> str:
-    """'' when the TensorRT backend can run on CUDA device ``device_index``, else one line saying why not."""
+def tensorrt_gpu_reason(device_index: int = 0, who: str = "backend='tensorrt'") -> str:
+    """'' when the tensorrt package, cuda-python and CUDA device ``device_index`` are there, else one
+    line, starting with ``who``, saying what is missing."""
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return ("backend='tensorrt' needs the tensorrt Python package (pip install 'instcolor[tensorrt]'; "
+        return (f"{who} needs the tensorrt Python package (pip install 'instcolor[tensorrt]'; "
                 "on Jetson it comes with JetPack)")
     from .cuda import device_count
 
     n, why = device_count()
     if n == 0:
-        return f"backend='tensorrt' needs a CUDA GPU: {why}"
+        return f"{who} needs a CUDA GPU: {why}"
     if not 0 <= device_index < n:
-        return f"backend='tensorrt': no CUDA device {device_index} ({n} found)"
+        return f"{who}: no CUDA device {device_index} ({n} found)"
+    return ""
+
+
+def tensorrt_unavailable_reason(device_index: int = 0) -> str:
+    """'' when the TensorRT backend can run on CUDA device ``device_index``, else one line saying why not
+    (:func:`tensorrt_gpu_reason`, then the native CUDA kernels the backend also needs)."""
+    reason = tensorrt_gpu_reason(device_index)
+    if reason:
+        return reason
     try:
         from .. import ops
     except ImportError as e:
@@ -193,6 +203,21 @@ class TensorRTRunner:
             raise RuntimeError(f"{self.name}: TensorRT could not create an execution context (out of GPU memory?)")
         return ctx
 
+    def _set_shape(self, ctx, shapes: dict, name: str, shape: tuple) -> None:
+        if shapes.get(name) != shape:
+            if not ctx.set_input_shape(name, shape):
+                raise ValueError(f"{self.name}: input {name} shape {shape} is outside the engine's profile")
+            shapes[name] = shape
+
+    def output_shapes(self, input_shapes: Mapping[str, tuple]) -> dict[str, tuple[int, ...]]:
+        """``{output: shape}`` for ``input_shapes`` ``{input: shape}`` (set on the eager context);
+        -1 marks a dim that depends on the data. ValueError for a shape outside the profile."""
+        if self.context is None:
+            self.context = self._new_context()
+        for name, shape in input_shapes.items():
+            self._set_shape(self.context, self._shapes, name, tuple(int(d) for d in shape))
+        return {name: tuple(int(d) for d in self.context.get_tensor_shape(name)) for name in self.outputs}
+
     def _bind(self, ctx, shapes: dict, inputs: Mapping, outputs: Mapping) -> None:
         if set(inputs) != set(self.inputs) or set(outputs) != set(self.outputs):
             raise ValueError(f"{self.name}: engine tensors are {self.inputs} -> {self.outputs}, "
@@ -200,10 +225,7 @@ class TensorRTRunner:
         for name, a in inputs.items():
             if a.dtype != self.dtypes[name]:
                 raise TypeError(f"{self.name}: input {name} is {a.dtype}, the engine wants {self.dtypes[name]}")
-            if shapes.get(name) != a.shape:
-                if not ctx.set_input_shape(name, a.shape):
-                    raise ValueError(f"{self.name}: input {name} shape {a.shape} is outside the engine's profile")
-                shapes[name] = a.shape
+            self._set_shape(ctx, shapes, name, a.shape)
             if not ctx.set_tensor_address(name, a.ptr):
                 raise RuntimeError(f"{self.name}: set_tensor_address({name}) failed")
         for name, a in outputs.items():
