@@ -124,6 +124,29 @@ def test_detector_option(tmp_path, tiny_weights_dir, capsys):
     assert "missing.onnx" in capsys.readouterr().err
 
 
+def test_detector_runtime_tensorrt_without_tensorrt(tmp_path, tiny_weights_dir, capsys):
+    """--detector-runtime tensorrt reaches OnnxDetector(runtime='tensorrt'); here it cannot run and
+    both commands stop with one line saying why, writing nothing."""
+    from conftest import SHARED
+
+    from instcolor.detect.tensorrt_runner import tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason(0)
+    if not reason:
+        pytest.skip("TensorRT and a GPU are present: the refusal path does not apply")
+    model = SHARED / "models" / "yolox_nano_coco_416.onnx"
+    if not model.is_file():
+        pytest.skip(f"shared detector model not found at {model}")
+    src = tmp_path / "a.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(src)
+    for cmd in (["colorize", str(src), "-o", str(tmp_path / "o"), "--weights", str(tiny_weights_dir)],
+                ["detect", str(src), "-o", str(tmp_path / "o")]):
+        capsys.readouterr()
+        assert main(cmd + ["--detector", str(model), "--detector-runtime", "tensorrt"]) == 2
+        assert capsys.readouterr().err == f"instcolor: error: {reason}\n"
+        assert not (tmp_path / "o").exists()
+
+
 def test_outputs_get_normal_file_permissions(tmp_path, tiny_weights_dir):
     import os
     import stat

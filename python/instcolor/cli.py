@@ -62,8 +62,13 @@ def _load_colorizer(args):
             if args.backend != "tensorrt":
                 raise UsageError("--precision applies to --backend tensorrt only")
             options["precision"] = args.precision
+        detector = args.detector
+        if detector is not None and args.detector_runtime != "onnxruntime":
+            from .detect import load_detector
+
+            detector = load_detector(detector, runtime=args.detector_runtime)
         return Colorizer.from_pretrained(args.weights or None, backend=args.backend, device=args.device,
-                                         detector=args.detector, **options)
+                                         detector=detector, **options)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
 
@@ -187,12 +192,19 @@ def cmd_detect(args) -> int:
     return 1 if errors or failures else 0
 
 
+def _add_detector_runtime(p) -> None:
+    p.add_argument("--detector-runtime", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                   help="what runs the --detector model (default onnxruntime; tensorrt builds and caches an "
+                        "engine on the first CUDA GPU)")
+
+
 def _make_detector(args):
     from .detect import OnnxDetector
 
     if not str(args.detector).lower().endswith(".onnx"):
         raise ValueError(f"--detector: expected an .onnx model file, got {args.detector}")
-    return OnnxDetector(args.detector, score_threshold=args.score_threshold)
+    return OnnxDetector(args.detector, score_threshold=args.score_threshold,
+                        runtime=getattr(args, "detector_runtime", "onnxruntime"))
 
 
 def cmd_train(args) -> int:
@@ -243,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", metavar="PATH", help="instance boxes: a folder of <stem>.npz (bbox, scores) or one JSON file")
     p.add_argument("--detector", metavar="MODEL.onnx",
                    help="ONNX object detector (YOLOX, YOLOv8 or torchvision-style outputs) for images without --boxes")
+    _add_detector_runtime(p)
     p.add_argument("--size", type=int, default=None, metavar="N",
                    help="processing size, a multiple of 8 (default: the size the weights were trained at "
                         "when they record it, else 256)")
@@ -281,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
     p.add_argument("--detector", required=True, metavar="MODEL.onnx", help="ONNX detector (YOLOX, YOLOv8, torchvision-style)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="minimum detection score (default 0.3)")
+    _add_detector_runtime(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("train", help="train one stage (full, instance, fusion); resumable",
