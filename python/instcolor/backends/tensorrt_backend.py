@@ -27,7 +27,6 @@ Not thread-safe: one backend drives one stream; use one backend per thread.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +38,9 @@ from .segments import SegmentBackend, split_batch
 
 def parse_device(device) -> int:
     """'cuda' / 'cuda:N' / N -> the CUDA device index; ValueError otherwise."""
-    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
-        return device
-    m = re.fullmatch(r"cuda(?::(\d+))?", str(device))
-    if m is None:
-        raise ValueError(f"backend='tensorrt' runs on a CUDA device ('cuda' or 'cuda:N'), got device={device!r}")
-    return int(m.group(1) or 0)
+    from ..trt.cuda import parse_cuda_device
+
+    return parse_cuda_device(device, "backend='tensorrt'")
 
 
 def tensorrt_unavailable_reason(device_index: int = 0) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -37,12 +36,9 @@ WHO = "OnnxDetector runtime='tensorrt'"
 
 def parse_cuda_device(device) -> int:
     """``"cuda"`` / ``"cuda:N"`` / ``N`` -> the CUDA device index N; ValueError otherwise."""
-    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
-        return device
-    m = re.fullmatch(r"cuda(?::(\d+))?", str(device))
-    if m is None:
-        raise ValueError(f"{WHO} runs on a CUDA device ('cuda' or 'cuda:N'), got device={device!r}")
-    return int(m.group(1) or 0)
+    from ..trt.cuda import parse_cuda_device as parse
+
+    return parse(device, WHO)
 
 
 def tensorrt_unavailable_reason(device_index: int = 0) -> str:

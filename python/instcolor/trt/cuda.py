@@ -8,8 +8,20 @@ mirror per buffer, allocated on first use, so they are truly asynchronous on the
 from __future__ import annotations
 
 import ctypes
+import re
 
 import numpy as np
+
+
+def parse_cuda_device(device, who: str) -> int:
+    """``"cuda"`` / ``"cuda:N"`` / ``N`` -> the CUDA device index N; ValueError naming ``who``
+    (e.g. ``"backend='tensorrt'"``) otherwise. Pure: needs no cuda-python."""
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+        return device
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(device))
+    if m is None:
+        raise ValueError(f"{who} runs on a CUDA device ('cuda' or 'cuda:N'), got device={device!r}")
+    return int(m.group(1) or 0)
 
 
 def cudart():
