@@ -1,13 +1,19 @@
 """Pipeline throughput and per-stage latency, side by side with an official-style eager run.
 
     python benchmarks/bench_pipeline.py [--size 256] [--boxes 0 1 4 8] [--widths 1.0 0.5 0.25]
-                                        [--backends official torch onnxruntime] [--warmup 2] [--repeats 3]
+                                        [--backends official torch onnxruntime [torch-cuda] [tensorrt]]
+                                        [--warmup 2] [--repeats 3]
 
 "official" reproduces how the authors' test code executes (one image at a time; GComp when no
 boxes, otherwise G on the crops then GF; every blend block loops over instances in Python,
 runs the instance logit convs one crop at a time, resizes and pads each instance's feature
 and logit to the full map, concatenates, softmaxes, multiplies and sums; the unused
-classification head runs as in the official forward). Weights are random (same topology and
+classification head runs as in the official forward; preparation and composition with the
+numpy/PyTorch reference). Our backends run as ``Colorizer`` runs them: native kernels for
+preparation, the blend and composition when the extension is built. "torch-cuda" (eager torch
+on the GPU, the measurable stand-in for TensorRT) and "tensorrt" are added when asked for and
+skipped, with the reason printed, where no GPU / TensorRT is available; their per-stage
+columns stay empty (GPU work is asynchronous). Weights are random (same topology and
 cost as trained ones). Each backend first runs ``--warmup`` times on the same input (ONNX
 Runtime plans its memory on the first call of a shape and reuses it from the third call on;
 the first-call latency is printed separately), then ``--repeats`` timed runs; the table shows
@@ -17,6 +23,7 @@ the same inputs.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -35,7 +42,7 @@ from instcolor import prepare as P  # noqa: E402
 from instcolor.backends import TorchBackend  # noqa: E402
 from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone  # noqa: E402
 from instcolor.models.backbone import FEATURE_LEVELS  # noqa: E402
-from instcolor.pipeline import Batch, compose_result  # noqa: E402
+from instcolor.pipeline import Batch, compose_result, native_ops, prepare_image  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- official-style
@@ -182,6 +189,24 @@ def main(argv=None):
             backends["official"] = OfficialStyle(nets)
         if "torch" in args.backends:
             backends["torch"] = TorchBackend(nets)
+        if "torch-cuda" in args.backends:
+            if torch.cuda.is_available():
+                backends["torch-cuda"] = TorchBackend(copy.deepcopy(nets), device="cuda")
+            else:
+                print("torch-cuda: skipped (PyTorch sees no CUDA GPU)")
+        if "tensorrt" in args.backends:
+            from instcolor.backends.tensorrt_backend import tensorrt_unavailable_reason
+
+            reason = tensorrt_unavailable_reason(0)
+            if reason:
+                print(f"tensorrt: skipped ({reason})")
+            else:
+                from instcolor.backends.tensorrt_backend import TensorRTBackend
+                from instcolor.export import export_segments
+
+                d = Path(tempfile.mkdtemp(prefix="instcolor-bench-")) / "fp32"
+                export_segments(nets, d)
+                backends["tensorrt"] = TensorRTBackend(d, precision="fp32", device="cuda:0")
         if "onnxruntime" in args.backends:
             from instcolor.backends.onnxruntime_backend import OnnxRuntimeBackend
             from instcolor.export import export_segments
@@ -195,7 +220,10 @@ def main(argv=None):
             ref_ab = None
             for name, be in backends.items():
                 timer = StageTimer()
-                if name != "official":
+                ops = None if name == "official" else native_ops()
+                if ops is not None and hasattr(be, "set_fuse"):
+                    be.set_fuse(ops.fuse_instances)  # as Colorizer does
+                if name in ("torch", "onnxruntime"):
                     instrument(be, timer)
                 times, ab, first = [], None, None
                 for r in range(args.warmup + args.repeats):
@@ -203,11 +231,11 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     tp = time.perf_counter()
                     sel = P.select_boxes(boxes, None, img.shape[:2])
-                    p = P.prepare(img, sel, (), args.size)
+                    p = prepare_image(img, sel, (), args.size, ops=ops)
                     t_prep = time.perf_counter() - tp
                     ab = be.run_one(p) if name == "official" else be.run(Batch.stack([p]))[0]
                     tc = time.perf_counter()
-                    compose_result(p, ab)
+                    compose_result(p, ab, ops=ops)
                     t_comp = time.perf_counter() - tc
                     total = time.perf_counter() - t0
                     if r == 0:
