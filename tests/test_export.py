@@ -126,3 +126,16 @@ def test_export_cli(tiny_weights_dir, tmp_path):
     assert read_manifest(tmp_path / "e" / "fp32")["precision"] == "fp32"
     assert read_manifest(tmp_path / "e" / "fp16")["precision"] == "fp16"
     assert main(["export", "--weights", str(tmp_path / "none"), "-o", str(tmp_path / "f")]) == 2
+
+
+def test_onnxruntime_session_options():
+    """One set of session settings for the backend and the detectors: threads = usable cores by
+    default, every graph optimisation, arena + memory pattern, idle threads do not spin."""
+    from instcolor._ort import session_options, usable_cores
+
+    so = session_options()
+    assert so.intra_op_num_threads == usable_cores() >= 1
+    assert session_options(3).intra_op_num_threads == 3
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.enable_cpu_mem_arena and so.enable_mem_pattern and so.inter_op_num_threads == 1
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._ort import session_options
 from ..export import read_manifest
 from .segments import SegmentBackend
 
@@ -41,16 +42,7 @@ class OnnxRuntimeBackend(SegmentBackend):
         if manifest["precision"] != "fp32":
             raise ValueError(f"{export_dir}: the onnxruntime backend runs fp32 exports, this one is {manifest['precision']}")
         self._init_segments(manifest)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads or os.cpu_count() or 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.enable_mem_pattern = True
-        so.enable_cpu_mem_arena = True
-        # 16 sessions run one after another with the native kernels in between: spinning pool
-        # threads would steal the cores from the next session and the kernels.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so = session_options(threads)
         providers = providers or ["CPUExecutionProvider"]
         self.sessions = {s["name"]: ort.InferenceSession(str(self.export_dir / s["file"]), so, providers=providers)
                          for s in self.manifest["segments"]}

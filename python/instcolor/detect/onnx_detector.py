@@ -41,6 +41,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 from PIL import Image
 
+from .._ort import session_options
 from .base import Detections
 from .coco import COCO_CLASSES, class_indices, coco91_to_80
 from .nms import batched_nms
@@ -163,14 +164,6 @@ def label_names_of(labels: Iterable[int], names: Sequence[str] | None) -> list[s
     return out
 
 
-def cpu_count() -> int:
-    """Cores usable by this process."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _check_common(score_threshold, nms_iou, top_k, who):
     if not isinstance(score_threshold, (int, float)) or not math.isfinite(score_threshold):
         raise ValueError(f"{who}: score_threshold must be a finite number, got {score_threshold!r}")
@@ -240,13 +233,8 @@ class OrtRunner:
                  intra_op_threads: int | None = None):
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = intra_op_threads or cpu_count()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so = session_options(intra_op_threads)
         so.log_severity_level = 3
-        # No busy-waiting between ops: spinning worker threads fight torch (the grey conversion,
-        # the colorization nets) and other processes for the cores -- up to 10x slower when busy.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so,
                                                 providers=list(providers or ["CPUExecutionProvider"]))
