@@ -188,7 +188,7 @@ def main(argv=None):
         if "official" in args.backends:
             backends["official"] = OfficialStyle(nets)
         if "torch" in args.backends:
-            backends["torch"] = TorchBackend(nets)
+            backends["torch"] = TorchBackend(copy.deepcopy(nets))  # converts its nets to channels-last
         if "torch-cuda" in args.backends:
             if torch.cuda.is_available():
                 backends["torch-cuda"] = TorchBackend(copy.deepcopy(nets), device="cuda")
@@ -216,7 +216,7 @@ def main(argv=None):
             backends["onnxruntime"] = OnnxRuntimeBackend(d, threads=args.threads)
         for n in args.boxes:
             img, boxes = make_image(n)
-            gflops = flops_per_image(nets, args.size, n) / 1e9
+            gflops = flops_per_image(copy.deepcopy(nets), args.size, n) / 1e9
             ref_ab = None
             for name, be in backends.items():
                 timer = StageTimer()

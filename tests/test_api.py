@@ -167,3 +167,25 @@ def test_labels_follow_the_selection_without_scores(tiny_weights_dir):
     assert r.scores is None
     np.testing.assert_array_equal(r.labels, np.arange(8))
     np.testing.assert_array_equal(r.boxes[:, 0], np.arange(8))
+
+
+def test_torch_backend_channels_last_same_output():
+    """On the CPU the torch backend runs the full-image and instance nets channels-last; the
+    output equals the NCHW run within float rounding, with and without instances."""
+    import copy
+
+    import torch
+
+    from conftest import tiny_nets
+    from instcolor.backends import TorchBackend
+
+    nets = tiny_nets(0.25, seed=5)
+    fast = TorchBackend(copy.deepcopy(nets))
+    plain = TorchBackend(copy.deepcopy(nets), channels_last=False)
+    assert fast.memory_format == torch.channels_last and plain.memory_format == torch.contiguous_format
+    assert fast.full.model1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    img = _img(48, 64, seed=6)
+    for boxes in (None, [[3, 4, 40, 30], [20, 10, 60, 45]]):
+        a = Colorizer(fast).colorize(img, boxes=boxes, size=32)
+        b = Colorizer(plain).colorize(img, boxes=boxes, size=32)
+        np.testing.assert_allclose(a.ab, b.ab, atol=1e-5)
