@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pipeline.py [--size 256] [--boxes 0 1 4 8] [--widths 1.0 0.5 0.25]
                                         [--backends official torch onnxruntime [torch-cuda] [tensorrt]]
-                                        [--warmup 2] [--repeats 3]
+                                        [--warmup 2] [--repeats 3] [--detector MODEL.onnx | --no-detector]
 
 "official" reproduces how the authors' test code executes (one image at a time; GComp when no
 boxes, otherwise G on the crops then GF; every blend block loops over instances in Python,
@@ -14,7 +14,9 @@ preparation, the blend and composition when the extension is built. "torch-cuda"
 on the GPU, the measurable stand-in for TensorRT) and "tensorrt" are added when asked for and
 skipped, with the reason printed, where no GPU / TensorRT is available; their per-stage
 columns stay empty (GPU work is asynchronous). Weights are random (same topology and
-cost as trained ones). Each backend first runs ``--warmup`` times on the same input (ONNX
+cost as trained ones). Every timed run also runs the detector on the image (default: the
+YOLOX-Nano of ../shared/models when present; the same detector and time for every backend);
+its boxes are not used -- N is set by the synthetic boxes. Each backend first runs ``--warmup`` times on the same input (ONNX
 Runtime plans its memory on the first call of a shape and reuses it from the third call on;
 the first-call latency is printed separately), then ``--repeats`` timed runs; the table shows
 the median. Output: a Markdown table, plus max |Δab| of each backend against "official" on
@@ -145,6 +147,9 @@ def flops_per_image(nets, size, n_boxes):
     return total[0]
 
 
+DEFAULT_DETECTOR = Path(__file__).resolve().parents[2] / "shared" / "models" / "yolox_nano_coco_416.onnx"
+
+
 def make_nets(width, seed=0):
     torch.manual_seed(seed)
     nets = {"full": SIGGRAPHBackbone(width), "instance": InstanceNet(width), "fusion": FusionNet(width)}
@@ -177,10 +182,20 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs before the timed ones (default 2)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported (default 3)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR if DEFAULT_DETECTOR.is_file() else None,
+                    help="ONNX detector timed on each image (default: ../shared/models/yolox_nano_coco_416.onnx "
+                         "when present)")
+    ap.add_argument("--no-detector", action="store_true", help="do not time a detector")
     args = ap.parse_args(argv)
+    detector = None
+    if args.detector is not None and not args.no_detector:
+        from instcolor.detect import OnnxDetector
+
+        detector = OnnxDetector(args.detector, intra_op_threads=args.threads)
     torch.set_num_threads(args.threads)
     print(f"# bench_pipeline: S={args.size}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, threads {args.threads}, warm-up {args.warmup}, repeats {args.repeats} (median)\n")
+          f"torch {torch.__version__}, threads {args.threads}, warm-up {args.warmup}, repeats {args.repeats} (median), "
+          f"detector {detector.path.name if detector else 'none'}\n")
     rows = []
     for width in args.widths:
         nets = make_nets(width)
@@ -229,6 +244,9 @@ def main(argv=None):
                 for r in range(args.warmup + args.repeats):
                     timer.t.clear()
                     t0 = time.perf_counter()
+                    if detector is not None:
+                        detector(img)  # timed, boxes unused (N comes from the synthetic boxes)
+                    t_det = time.perf_counter() - t0
                     tp = time.perf_counter()
                     sel = P.select_boxes(boxes, None, img.shape[:2])
                     p = prepare_image(img, sel, (), args.size, ops=ops)
@@ -241,23 +259,24 @@ def main(argv=None):
                     if r == 0:
                         first = total
                     if r >= args.warmup:
-                        times.append((total, t_prep, t_comp, dict(timer.t)))
+                        times.append((total, t_det, t_prep, t_comp, dict(timer.t)))
                 times.sort(key=lambda x: x[0])
-                total, t_prep, t_comp, stages = times[(len(times) - 1) // 2]  # median (lower one if even)
+                total, t_det, t_prep, t_comp, stages = times[(len(times) - 1) // 2]  # median (lower one if even)
                 if name == "official":
                     ref_ab = ab
                 diff = float(np.abs(ab - ref_ab).max()) if ref_ab is not None else float("nan")
-                rows.append((width, n, name, 1.0 / total, total * 1e3, t_prep * 1e3, t_comp * 1e3, stages, gflops, diff))
+                rows.append((width, n, name, 1.0 / total, total * 1e3, t_det * 1e3, t_prep * 1e3, t_comp * 1e3, stages,
+                             gflops, diff))
                 print(f"width {width:g} N={n} {name:12s} {1 / total:7.3f} img/s  {total * 1e3:9.1f} ms  "
                       f"(first call {first * 1e3:.0f} ms)  max|dab| vs official {diff:.2e}", flush=True)
-    print("\n| width | N | backend | images/s | total ms | prepare ms | instance net ms | fusion/full net ms | fuse ms | compose ms | GFLOP/img | max abs Δab vs official |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for width, n, name, ips, tot, prep, comp, st, gf, diff in rows:
+    print("\n| width | N | backend | images/s | total ms | detector ms | prepare ms | instance net ms | fusion/full net ms | fuse ms | compose ms | GFLOP/img | max abs Δab vs official |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for width, n, name, ips, tot, det, prep, comp, st, gf, diff in rows:
         inst = st.get("instance net")
         fus = st.get("fusion segments", 0.0) + st.get("full-image net", 0.0)
         fz = st.get("fuse")
         fmt = lambda v: "—" if v is None else f"{v * 1e3:.1f}"
-        print(f"| {width:g} | {n} | {name} | {ips:.3f} | {tot:.0f} | {prep:.1f} | {fmt(inst)} | "
+        print(f"| {width:g} | {n} | {name} | {ips:.3f} | {tot:.0f} | {det:.1f} | {prep:.1f} | {fmt(inst)} | "
               f"{fmt(fus) if name != 'official' else '—'} | {fmt(fz)} | {comp:.1f} | {gf:.1f} | {diff:.1e} |")
     base = {(w, n): ips for w, n, name, ips, *_ in rows if name == "official"}
     for w, n, name, ips, *_ in rows:
