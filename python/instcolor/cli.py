@@ -62,11 +62,9 @@ def _load_colorizer(args):
             if args.backend != "tensorrt":
                 raise UsageError("--precision applies to --backend tensorrt only")
             options["precision"] = args.precision
-        detector = args.detector
-        if detector is not None and args.detector_runtime != "onnxruntime":
-            from .detect import load_detector
+        from .detect import load_detector
 
-            detector = load_detector(detector, runtime=args.detector_runtime)
+        detector = load_detector(args.detector, runtime=args.detector_runtime)
         return Colorizer.from_pretrained(args.weights or None, backend=args.backend, device=args.device,
                                          detector=detector, **options)
     except (CheckpointError, ValueError, FileNotFoundError) as e:

@@ -50,8 +50,9 @@ class Colorizer:
         backend: 'auto' (the default: 'onnxruntime' when it is installed and ``device`` is the CPU,
         else 'torch'), 'torch' (eager PyTorch on ``device``), 'onnxruntime' (exports the segments
         on first use into the cache folder ``$INSTCOLOR_CACHE`` or ``~/.cache/instcolor``, keyed by
-        the weights' hash; a couple of seconds once per set of weights) or 'tensorrt'. detector: None, a callable returning :class:`instcolor.detect.Detections`,
-        or a path to an ONNX detector. ``backend_options`` go to the TensorRT backend
+        the weights' hash; a couple of seconds once per set of weights) or 'tensorrt'. detector:
+        None, a callable returning :class:`instcolor.detect.Detections`, or a path to an ONNX
+        detector. ``backend_options`` go to the TensorRT backend
         (``precision='fp32'|'fp16'``, ``max_images``, ``cuda_graphs``, ``workspace_bytes``,
         ``cache_root``); other backends refuse options. Raises
         :class:`instcolor.models.CheckpointError` when the weight files are missing or do not fit.

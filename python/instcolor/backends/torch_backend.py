@@ -47,11 +47,14 @@ class TorchBackend:
         """A (N, C, H, W) input of the full-image or instance net, in their memory format."""
         return self._t(a).contiguous(memory_format=self.memory_format)
 
+    def _filled(self, shape: tuple[int, ...], value: float) -> torch.Tensor:
+        """A constant net input made on the device, in the nets' memory format."""
+        return torch.empty(shape, device=self.device, memory_format=self.memory_format).fill_(value)
+
     def _instance(self, crop_L: np.ndarray):
         """Instance net on crops; crops never get hints (ab planes 0, centred mask -0.5)."""
         M, S = crop_L.shape[0], crop_L.shape[-1]
-        return self.instance(self._t4(crop_L), self._t4(torch.zeros((M, 2, S, S))),
-                             self._t4(torch.full((M, 1, S, S), -0.5)))
+        return self.instance(self._t4(crop_L), self._filled((M, 2, S, S), 0.0), self._filled((M, 1, S, S), -0.5))
 
     @torch.inference_mode()
     def run(self, batch) -> np.ndarray:

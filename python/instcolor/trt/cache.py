@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from .._fileio import atomic_path
 from ..export import FORMAT
 
 
@@ -39,23 +39,15 @@ def engine_path(root: str | os.PathLike, segment: str, key: str) -> Path:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``:
-    readers see the old file or the complete new one, never a partial write."""
+    """Write ``data`` to ``path`` (folders made as needed) through :func:`instcolor._fileio.atomic_path`,
+    flushed to disk before the rename: readers see the old file or the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def store_engine(root: str | os.PathLike, segment: str, key: str, plan: bytes, info: dict) -> Path:
