@@ -6,11 +6,8 @@ import re
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
-
-
-class UsageError(Exception):
-    """A problem with the command line or its set-up (exit status 2, one line, no traceback)."""
+from .errors import UsageError
+from .imageio import IMAGE_SUFFIXES
 
 
 def parse_hint(text: str):

@@ -17,22 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
+from .imageio import IMAGE_SUFFIXES
 from .prepare import as_rgb_uint8
 
 CF_RANGE = (16.0, 20.0)  # colourfulness range whose share SCGAN reports
 _MAX_NAMES = 5
 
 
-def _image_suffixes() -> set[str]:
-    from .cli import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
-
-
 def _images_by_stem(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise ValueError(f"{what} folder {folder}: no such folder")
-    suffixes = _image_suffixes()
+    suffixes = IMAGE_SUFFIXES
     out: dict[str, Path] = {}
     for f in sorted(folder.iterdir()):
         if not (f.is_file() and f.suffix.lower() in suffixes):
@@ -247,7 +242,7 @@ def add_eval_parser(subparsers):
 
 def cmd_eval(args) -> int:
     from ._fileio import atomic_path
-    from .cli import UsageError
+    from .errors import UsageError
 
     for what, folder in (("PRED", args.pred), ("GT", args.gt)):
         if not Path(folder).is_dir():

@@ -27,7 +27,7 @@ def add_bundle_parser(subparsers):
 
 
 def cmd_bundle(args) -> int:
-    from ..cli import UsageError
+    from ..errors import UsageError
     from .bundle import CONFIG_FILE, MODEL_FILE, bundle_info, is_bundle, save_bundle
     from .checkpoint import OFFICIAL_FILES, CheckpointError, load_nets
 

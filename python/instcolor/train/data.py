@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cli import IMAGE_SUFFIXES
+from ..imageio import IMAGE_SUFFIXES
 from ..prepare import MAX_BOXES, as_rgb_uint8, patch_hints, selection_order
 
 GREY_CHROMA = 3.0       # mean per-pixel (max - min) over R, G, B below this: a greyscale photo
