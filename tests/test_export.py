@@ -67,11 +67,19 @@ def test_onnxruntime_backend_equals_torch_backend(tiny_weights_dir, tmp_path, mo
     monkeypatch.setenv("INSTCOLOR_CACHE", str(tmp_path / "cache"))
     img = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     boxes = [[0, 0, 30, 30], [10, 5, 50, 39]]
-    a = Colorizer.from_pretrained(tiny_weights_dir).colorize_batch([img, img], [boxes, []], size=32)
+    t = Colorizer.from_pretrained(tiny_weights_dir, backend="torch")
     o = Colorizer.from_pretrained(tiny_weights_dir, backend="onnxruntime")
+    assert t.backend.name == "torch" and o.backend.name == "onnxruntime"
+    a = t.colorize_batch([img, img], [boxes, []], size=32)
     b = o.colorize_batch([img, img], [boxes, []], size=32)
+    # the two images take different paths (fusion net with instances, full-image net without)
+    assert np.abs(a[0].ab - a[1].ab).max() > 1e-3
     for x, y in zip(a, b):
         np.testing.assert_allclose(x.ab, y.ab, rtol=0, atol=1e-4)
+    # auto on the CPU is the onnxruntime backend
+    auto = Colorizer.from_pretrained(tiny_weights_dir)
+    assert auto.backend.name == "onnxruntime"
+    np.testing.assert_allclose(auto.colorize(img, boxes, size=32).ab, b[0].ab, rtol=0, atol=1e-6)
     cached = list((tmp_path / "cache" / "onnx").iterdir())
     assert len(cached) == 1 and (cached[0] / "manifest.json").is_file()
     # the export directory itself loads too
