@@ -526,3 +526,119 @@ def test_native_entry_points_validate_directly():
     o = np.full((1, 4, 8, 8), 7, np.float32)
     _native.fuse_instances(*g, o)
     np.testing.assert_array_equal(o, g[0])
+
+
+# ----------------------------------------------------------------------------- no silent native fallback
+class _BrokenNativeFinder:
+    """A meta path finder that makes ``instcolor._native`` exist but fail to load, the way an
+    extension with an ABI / linker problem does (its loader's create_module raises ImportError)."""
+
+    ORIGIN = "/nonexistent/instcolor/_native.cpython-x86_64-linux-gnu.so"
+
+    class _Loader:
+        def create_module(self, spec):
+            raise ImportError(f"{spec.origin}: undefined symbol: _ZN9instcolor3ops14broken_symbolEv")
+
+        def exec_module(self, module):  # pragma: no cover - create_module always raises
+            raise AssertionError("unreachable")
+
+    def find_spec(self, fullname, path=None, target=None):
+        import importlib.util
+
+        if fullname == "instcolor._native":
+            return importlib.util.spec_from_loader(fullname, self._Loader(), origin=self.ORIGIN)
+        return None
+
+
+@pytest.fixture
+def fresh_native_import(monkeypatch):
+    """Forget the imported instcolor.ops / instcolor._native (restored afterwards) and the
+    once-per-process warning flag, so native_ops() imports again."""
+    import sys
+
+    import instcolor
+    from instcolor import pipeline
+
+    for mod in ("instcolor.ops", "instcolor._native"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    for attr in ("ops", "_native"):
+        monkeypatch.delattr(instcolor, attr, raising=False)
+    monkeypatch.setattr(pipeline, "_native_failure_reported", False)
+    monkeypatch.delenv("INSTCOLOR_REQUIRE_NATIVE", raising=False)
+    return monkeypatch
+
+
+def _not_built(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "instcolor._native", None)  # import -> ModuleNotFoundError, find_spec -> None
+
+
+def _broken(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "meta_path", [_BrokenNativeFinder()] + sys.meta_path)
+
+
+def test_native_ops_returns_the_module_when_it_loads(fresh_native_import, recwarn):
+    from instcolor.pipeline import native_ops
+
+    mod = native_ops()
+    assert mod is not None and mod.__name__ == "instcolor.ops" and mod.MAX_INSTANCES == 8
+    assert native_ops(require=True) is mod
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_native_ops_not_built_is_quiet_unless_required(fresh_native_import, recwarn):
+    from instcolor.colorizer import Colorizer
+    from instcolor.pipeline import NativeUnavailableError, native_ops
+
+    _not_built(fresh_native_import)
+    assert native_ops() is None
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert Colorizer(object()).ops is None  # the default: the reference code, quietly
+    with pytest.raises(NativeUnavailableError, match=r"instcolor\._native is not built"):
+        native_ops(require=True)
+    with pytest.raises(ValueError, match=r"required but instcolor\._native is not built"):
+        Colorizer(object(), native=True)
+    fresh_native_import.setenv("INSTCOLOR_REQUIRE_NATIVE", "1")
+    with pytest.raises(NativeUnavailableError, match="not built"):
+        native_ops()
+    with pytest.raises(NativeUnavailableError, match="not built"):
+        Colorizer(object())
+    assert Colorizer(object(), native=False).ops is None  # an explicit "no" wins over the environment
+    fresh_native_import.setenv("INSTCOLOR_REQUIRE_NATIVE", "0")
+    assert native_ops() is None
+
+
+def test_native_ops_broken_import_warns_once_with_the_cause(fresh_native_import):
+    import warnings
+
+    from instcolor.colorizer import Colorizer
+    from instcolor.pipeline import native_ops
+
+    _broken(fresh_native_import)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert native_ops() is None
+        assert native_ops() is None
+        assert Colorizer(object()).ops is None
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(msgs) == 1, msgs  # once per process, not once per call
+    assert "failed to load" in msgs[0] and "undefined symbol: _ZN9instcolor3ops14broken_symbolEv" in msgs[0]
+    assert _BrokenNativeFinder.ORIGIN in msgs[0] and "INSTCOLOR_REQUIRE_NATIVE=1" in msgs[0]
+
+
+def test_native_ops_broken_import_is_an_error_when_required(fresh_native_import):
+    from instcolor.colorizer import Colorizer
+    from instcolor.pipeline import NativeUnavailableError, native_ops
+
+    _broken(fresh_native_import)
+    with pytest.raises(NativeUnavailableError, match=r"failed to load: ImportError: .*undefined symbol") as info:
+        native_ops(require=True)
+    assert isinstance(info.value.__cause__, ImportError) and info.value.name == "instcolor._native"
+    with pytest.raises(ValueError, match="undefined symbol"):
+        Colorizer(object(), native=True)
+    fresh_native_import.setenv("INSTCOLOR_REQUIRE_NATIVE", "yes")
+    with pytest.raises(NativeUnavailableError, match="undefined symbol"):
+        Colorizer(object())

@@ -26,9 +26,9 @@ class Colorizer:
         self.default_size = _prepare.check_size(default_size)
         self.backend = backend
         self.detector = detector
-        self.ops = native_ops() if native is not False else None
-        if native and self.ops is None:
-            raise ValueError("native=True but instcolor._native is not built (pip install the package)")
+        # native=True: NativeUnavailableError (a ValueError) naming why the kernels cannot be used;
+        # None: native_ops' default (environment INSTCOLOR_REQUIRE_NATIVE).
+        self.ops = native_ops(require=True if native else None) if native is not False else None
         if self.ops is not None and hasattr(backend, "set_fuse"):
             backend.set_fuse(self.ops.fuse_instances)
 

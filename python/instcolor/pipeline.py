@@ -60,13 +60,56 @@ class ColorizeResult:
     labels: np.ndarray | None = None
 
 
-def native_ops():
-    """The native kernels module (``instcolor.ops``), or None when the extension is not built."""
+class NativeUnavailableError(ImportError, ValueError):
+    """The native kernels were required (``Colorizer(native=True)``, ``INSTCOLOR_REQUIRE_NATIVE=1``)
+    but cannot be used; the message says why. Also a ValueError (what ``native=True`` raised before)."""
+
+
+_native_failure_reported = False  # the "built but does not load" warning, once per process
+
+
+def native_ops(require: bool | None = None):
+    """The native kernels module (``instcolor.ops``), or None when it cannot be used.
+
+    * Not built (no ``instcolor._native`` module file): None, quietly; the reference code runs.
+    * Built but failing to load (ABI mismatch, missing shared library, ...): None and a
+      ``RuntimeWarning`` saying why, once per process; the reference code runs (10-15x slower).
+    * ``require`` (default: environment ``INSTCOLOR_REQUIRE_NATIVE`` set to 1/true/yes/on): either
+      case raises :class:`NativeUnavailableError` naming the cause instead of returning None.
+    """
+    import importlib.util
+    import os
+    import warnings
+
+    global _native_failure_reported
+    if require is None:
+        require = os.environ.get("INSTCOLOR_REQUIRE_NATIVE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
         from . import ops
-    except ImportError:
+        return ops
+    except ImportError as e:
+        error = e
+    name = f"{__package__}._native"
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        if require:
+            raise NativeUnavailableError(
+                f"the native kernels are required but {name} is not built (install the package with a C++ "
+                f"compiler: pip install .; INSTCOLOR_REQUIRE_NATIVE=0 runs the reference code)", name=name) from error
         return None
-    return ops
+    reason = f"{name} ({spec.origin}) is built but failed to load: {type(error).__name__}: {error}"
+    if require:
+        raise NativeUnavailableError(f"the native kernels are required but {reason}", name=name,
+                                     path=spec.origin) from error
+    if not _native_failure_reported:
+        _native_failure_reported = True
+        warnings.warn(f"{reason}; running the reference kernels instead (10-15x slower). Rebuild it "
+                      f"(pip install .) or set INSTCOLOR_REQUIRE_NATIVE=1 to make this an error.",
+                      RuntimeWarning, stacklevel=2)
+    return None
 
 
 def prepare_image(image: np.ndarray, boxes: np.ndarray, hints, size: int, ops=None) -> _prepare.Prepared:
