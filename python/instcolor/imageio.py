@@ -231,6 +231,8 @@ def read_image(source, *, name: str | None = None, max_pixels: int | None = None
         with _PillowLimit(limit) as guard:
             out = _decode(label, opener, limit)
             for w in guard.caught:
+                if issubclass(w.category, (ResourceWarning, DeprecationWarning, PendingDeprecationWarning)):
+                    continue
                 text = str(w.message)
                 if issubclass(w.category, _bomb_warning()):
                     raise ImageReadError(f"{label}: {text} (limit {limit / 1e6:g} megapixels: --max-pixels / "
@@ -266,9 +268,13 @@ def _why(e: BaseException) -> str:
 
 
 def _decode(label: str, opener, limit: int) -> DecodedImage:
+    with opener() as fp:
+        return _decode_open(label, fp, opener, limit)
+
+
+def _decode_open(label: str, fp, opener, limit: int) -> DecodedImage:
     from PIL import Image, UnidentifiedImageError
 
-    fp = opener()
     try:
         fp.seek(0, 2)
         empty = fp.tell() == 0
@@ -276,7 +282,6 @@ def _decode(label: str, opener, limit: int) -> DecodedImage:
     except (OSError, ValueError):
         empty = False
     if empty:
-        fp.close()
         raise ImageReadError(f"{label}: empty file")
     try:
         Image.MAX_IMAGE_PIXELS = None  # the header size is checked below with this module's message
@@ -285,11 +290,7 @@ def _decode(label: str, opener, limit: int) -> DecodedImage:
         finally:
             Image.MAX_IMAGE_PIXELS = limit  # frames, tiles and decode: Pillow's check at this limit
     except UnidentifiedImageError:
-        fp.close()
         raise ImageReadError(f"{label}: not an image file, or a format Pillow cannot read") from None
-    except BaseException:
-        fp.close()
-        raise
     with im:
         w, h = im.size
         if w < 1 or h < 1:
@@ -479,7 +480,7 @@ def _deep16(im, opener, tiles, notes):
     from PIL import Image
 
     hi = np.asarray(im)
-    with Image.open(opener()) as im2:
+    with opener() as fp2, Image.open(fp2) as im2:
         if im2.size != im.size or im2.mode != im.mode or [_tile_rawmode(t) for t in im2.tile] != [raw] * len(tiles):
             return None
         im2.tile = [_with_rawmode(t, other) for t in im2.tile]
@@ -599,3 +600,117 @@ def _apply_icc(rgb, alpha, high, icc, depth, notes):
 def output_format_for(input_format: str) -> str:
     """The output format for an input of Pillow format ``input_format``: JPEG stays JPEG, the rest PNG."""
     return "jpg" if str(input_format).upper() in ("JPEG", "MPO") else "png"
+
+
+def _exif_with_prefix(exif) -> bytes | None:
+    if exif is None:
+        return None
+    if not isinstance(exif, (bytes, bytearray)):
+        raise TypeError(f"write_image: exif must be bytes, got {type(exif).__name__}")
+    exif = bytes(exif)
+    if not exif:
+        return None
+    return exif if exif.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + exif
+
+
+def _check_quality(quality, fmt: str) -> int:
+    default = {"jpg": 95, "webp": 90}.get(fmt)
+    if quality is None:
+        return default
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"write_image: quality must be a whole number 1-100, got {quality!r}")
+    return int(quality)
+
+
+def write_image(path, rgb, *, format: str = "png", quality: int | None = None, exif: bytes | None = None,
+                alpha: np.ndarray | None = None, icc_srgb: bool = True) -> None:
+    """Write ``rgb`` (H, W, 3) sRGB to ``path`` atomically (never a partial file at ``path``).
+
+    ``format``: "png", "jpg" or "webp". ``rgb`` uint8, or uint16 with png (a 16-bit PNG).
+    ``quality``: JPEG (default 95, 4:4:4 chroma) / WebP (default 90); ignored for png.
+    ``alpha`` (H, W): re-attached for png / webp (RGBA), dropped for jpg; uint8, or uint16 with a
+    uint16 ``rgb`` (a uint8 alpha is widened by 257 there, a uint16 alpha beside uint8 rgb rounded
+    to 8 bits). ``exif``: an EXIF block (with or without the ``Exif\\0\\0`` prefix) written as is.
+    ``icc_srgb``: embed an sRGB ICC profile (when Pillow has ImageCms)."""
+    from ._fileio import atomic_path
+
+    fmt = str(format).lower()
+    fmt = "jpg" if fmt == "jpeg" else fmt
+    if fmt not in SUFFIX_FOR_FORMAT:
+        raise ValueError(f"write_image: format must be one of {sorted(SUFFIX_FOR_FORMAT)}, got {format!r}")
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f"write_image: rgb must be (H, W, 3), got {rgb.shape}")
+    if rgb.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"write_image: rgb must be uint8 or uint16, got {rgb.dtype}")
+    if rgb.dtype == np.uint16 and fmt != "png":
+        raise ValueError(f"write_image: 16-bit output needs format 'png', not {format!r}")
+    q = _check_quality(quality, fmt)
+    exif_bytes = _exif_with_prefix(exif)
+    if alpha is not None and fmt != "jpg":
+        alpha = np.asarray(alpha)
+        if alpha.shape != rgb.shape[:2]:
+            raise ValueError(f"write_image: alpha must be {rgb.shape[:2]} like the image, got {alpha.shape}")
+        if alpha.dtype not in (np.uint8, np.uint16):
+            raise TypeError(f"write_image: alpha must be uint8 or uint16, got {alpha.dtype}")
+        if rgb.dtype == np.uint16 and alpha.dtype == np.uint8:
+            alpha = alpha.astype(np.uint16) * 257
+        elif rgb.dtype == np.uint8 and alpha.dtype == np.uint16:
+            alpha = _u16_to_u8(alpha)
+    else:
+        alpha = None
+    icc = srgb_icc_bytes() if icc_srgb else None
+    path = Path(path)
+    if rgb.dtype == np.uint16:
+        data = _png16(rgb, alpha, icc, exif_bytes)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        return
+    from PIL import Image
+
+    pixels = rgb if alpha is None else np.concatenate((rgb, alpha[:, :, None]), axis=2)
+    im = Image.fromarray(np.ascontiguousarray(pixels))
+    opts: dict = {}
+    if icc:
+        opts["icc_profile"] = icc
+    if exif_bytes:
+        opts["exif"] = exif_bytes
+    if fmt == "jpg":
+        opts.update(quality=q, subsampling=0)
+        pil_format = "JPEG"
+    elif fmt == "webp":
+        opts.update(quality=q)
+        pil_format = "WEBP"
+    else:
+        pil_format = "PNG"
+    with atomic_path(path) as tmp:
+        im.save(tmp, format=pil_format, **opts)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png16(rgb: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None) -> bytes:
+    """A 16-bit RGB / RGBA PNG (Pillow cannot write those): Sub filter on every row, zlib level 6."""
+    h, w = rgb.shape[:2]
+    pixels = rgb if alpha is None else np.concatenate((rgb, alpha[:, :, None]), axis=2)
+    bpp = pixels.shape[2] * 2
+    rows = np.ascontiguousarray(pixels.astype(">u2")).view(np.uint8).reshape(h, w * bpp)
+    filtered = np.empty((h, w * bpp + 1), np.uint8)
+    filtered[:, 0] = 1  # Sub: each byte minus the byte one pixel to the left
+    filtered[:, 1:bpp + 1] = rows[:, :bpp]
+    filtered[:, bpp + 1:] = rows[:, bpp:] - rows[:, :-bpp]
+    out = [b"\x89PNG\r\n\x1a\n",
+           _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 6 if alpha is not None else 2, 0, 0, 0))]
+    if icc:
+        out.append(_png_chunk(b"iCCP", b"sRGB\x00\x00" + zlib.compress(icc)))
+    if exif:
+        out.append(_png_chunk(b"eXIf", exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif))
+    comp = zlib.compressobj(6)
+    idat = comp.compress(filtered.tobytes()) + comp.flush()
+    step = 1 << 20
+    for i in range(0, len(idat), step):
+        out.append(_png_chunk(b"IDAT", idat[i:i + step]))
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)
