@@ -3,9 +3,10 @@
 ``instcolor eval PRED GT [--boxes PATH] [--json OUT.json] [--name NAME]`` prints a table row per
 method (markdown, ready for the README) and optionally writes the full result as JSON.
 
-Images are paired by file stem (``PRED/x.png`` with ``GT/x.jpg``), both read with Pillow and
-converted to RGB uint8 (no EXIF rotation, like the colorize command). Every GT image needs a
-prediction of the same size; predictions without a GT are counted and otherwise ignored.
+Images are paired by file stem (``PRED/x.png`` with ``GT/x.jpg``), both read through
+:func:`instcolor.imageio.read_image` (upright, sRGB, 8-bit RGB). Every GT image needs a
+prediction of the same size; predictions without a GT are counted and otherwise ignored. A pair
+with an unreadable file is left out and reported (``errors``; the command then exits with 1).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .imageio import IMAGE_SUFFIXES
+from .imageio import IMAGE_SUFFIXES, ImageReadError
 from .prepare import as_rgb_uint8
 
 CF_RANGE = (16.0, 20.0)  # colourfulness range whose share SCGAN reports
@@ -69,7 +70,8 @@ def evaluate_folders(pred_dir, gt_dir, boxes=None, progress: bool = True) -> dic
     GT pixels. Adds instance-level PSNR / SSIM on the box crops.
 
     ValueError (naming the files) if a folder is missing or has no images, if GT images have no
-    prediction, if a pair differs in size or an image cannot be read.
+    prediction, if a pair differs in size or no pair can be read. A pair with an unreadable image is
+    left out; ``errors`` lists one message per such file (each naming the file).
 
     Returns a JSON-able dict (no NaN / inf). PSNR of identical images is infinite: such images
     get ``"psnr": null, "identical": true`` in their row, the mean PSNR is over the others and
@@ -106,13 +108,18 @@ def evaluate_folders(pred_dir, gt_dir, boxes=None, progress: bool = True) -> dic
 
     use_lpips, lpips_reason = metrics.lpips_status()
     rows = []
+    errors = []
     inst_rows = []
     images_without_boxes = 0
     stems = sorted(gts)
     for stem in tqdm(stems, desc="eval", unit="img", file=sys.stderr, disable=not progress):
         gt_path, pred_path = gts[stem], preds[stem]
-        gt = as_rgb_uint8(gt_path, str(gt_path))
-        pred = as_rgb_uint8(pred_path, str(pred_path))
+        try:
+            gt = as_rgb_uint8(gt_path, str(gt_path))
+            pred = as_rgb_uint8(pred_path, str(pred_path))
+        except ImageReadError as e:
+            errors.append(str(e))
+            continue
         if pred.shape != gt.shape:
             raise ValueError(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} differs from the "
                              f"ground truth {gt_path} ({gt.shape[1]}x{gt.shape[0]})")
@@ -134,6 +141,8 @@ def evaluate_folders(pred_dir, gt_dir, boxes=None, progress: bool = True) -> dic
             inst_rows += inst
             row["instances"] = [{**r, "psnr": _json_psnr(r["psnr"])} for r in inst]
         rows.append(row)
+    if not rows:
+        raise ValueError(f"no image pair could be read: {'; '.join(errors)}")
 
     psnr_mean, n_identical = _finite_mean([math.inf if r["identical"] else r["psnr"] for r in rows])
     cf_pred = [r["colorfulness_pred"] for r in rows]
@@ -159,6 +168,7 @@ def evaluate_folders(pred_dir, gt_dir, boxes=None, progress: bool = True) -> dic
         "lpips_reason": None if use_lpips else lpips_reason,
         "instance": None,
         "images": rows,
+        "errors": errors,
     }
     if box_source is not None:
         inst_psnr, inst_identical = _finite_mean([r["psnr"] for r in inst_rows])
@@ -257,6 +267,8 @@ def cmd_eval(args) -> int:
         result = evaluate_folders(args.pred, args.gt, boxes=args.boxes, progress=sys.stderr.isatty())
     except ValueError as e:
         raise UsageError(str(e)) from None
+    for message in result["errors"]:
+        print(f"instcolor: skipped: {message}", file=sys.stderr)
     name = args.name or Path(args.pred).resolve().name
     result = {"name": name, **result}
     print(format_table([(name, result)]))
@@ -273,4 +285,4 @@ def cmd_eval(args) -> int:
         with atomic_path(json_out) as tmp:
             tmp.write_text(text, encoding="utf-8")
         print(f"instcolor: wrote {json_out}", file=sys.stderr)
-    return 0
+    return 1 if result["errors"] else 0
