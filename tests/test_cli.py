@@ -31,8 +31,8 @@ def test_folder_with_corrupt_file(folder, tmp_path, tiny_weights_dir, capsys):
     err = capsys.readouterr().err
     assert rc == 1
     assert "corrupt.jpg" in err and "1 failed" in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
-    assert np.asarray(Image.open(out / "b.png")).shape == (50, 20, 3)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.png", "b.jpg"]  # JPEG in, JPEG out
+    assert np.asarray(Image.open(out / "b.jpg")).shape == (50, 20, 3)
 
 
 def test_boxes_json_hints_and_success(folder, tmp_path, tiny_weights_dir, capsys):
@@ -43,7 +43,7 @@ def test_boxes_json_hints_and_success(folder, tmp_path, tiny_weights_dir, capsys
     rc = main(["colorize", str(folder / "a.png"), str(folder / "b.jpg"), "-o", str(out), "--weights", str(tiny_weights_dir),
                "--boxes", str(boxes), "--size", "32", "--hint", "5,5,#ff0000,3"])
     assert rc == 0, capsys.readouterr().err
-    assert (out / "a.png").is_file() and (out / "b.png").is_file()
+    assert (out / "a.png").is_file() and (out / "b.jpg").is_file()
 
 
 def test_boxes_npz_folder(folder, tmp_path, tiny_weights_dir):
@@ -65,7 +65,7 @@ def test_never_overwrites_an_input(tmp_path, tiny_weights_dir, capsys):
     _write(src)
     before = src.read_bytes()
     rc = main(["colorize", str(src), "-o", str(tmp_path), "--weights", str(tiny_weights_dir), "--size", "32"])
-    assert rc == 1 and "overwrite an input" in capsys.readouterr().err
+    assert rc == 2 and "holds) the input" in capsys.readouterr().err
     assert src.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

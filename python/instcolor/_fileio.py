@@ -37,6 +37,8 @@ def publish_dir(tmp_dir: str | os.PathLike) -> None:
 # ----------------------------------------------------------------------------- output folders
 #: The file by which a folder says which instcolor command wrote it (and, for some, which files).
 OUTPUT_MARKER = ".instcolor-output.json"
+#: The package's own folder (it holds the built-in starter weights): never an output folder.
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class OutputFolderError(ValueError):
@@ -66,20 +68,24 @@ def write_output_marker(path: str | os.PathLike, command: str, files=None) -> No
 
 
 def claim_output_dir(path: str | os.PathLike, command: str, *, inputs=(), force: bool = False,
-                     resume: bool = False, option: str = "-o", legacy_own=None) -> dict | None:
+                     resume: bool = False, option: str = "-o", legacy_own=None, create: bool = True) -> dict | None:
     """Check that ``command`` may write into folder ``path``, create it and mark it as its own.
 
     Refused (:class:`OutputFolderError`, naming the folder): a path that is a file; a folder that is
     one of ``inputs`` (files or folders the command reads), holds an input file, or lies above an
-    input folder; a non-empty folder that another command or no instcolor command wrote; and the
-    command's own earlier output unless ``force`` (replace its files) or ``resume`` (continue it) is
-    given. ``legacy_own(path) -> bool`` recognises own output written before markers existed.
+    input folder; a folder inside the installed package (the starter weights live there); a
+    non-empty folder that another command or no instcolor command wrote; and the command's own
+    earlier output unless ``force`` (replace its files) or ``resume`` (continue it) is given. ``legacy_own(path) -> bool`` recognises own output written before markers existed.
     Returns the earlier marker (``{"command", "files"?}``) when the folder was the command's own,
-    else None. Never deletes anything."""
+    else None. ``create=False`` only checks (call it before slow set-up, so a refusal comes first and
+    a failed set-up leaves nothing behind). Never deletes anything."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputFolderError(f"{option} {path}: exists and is not a folder")
     target = path.resolve()
+    if target == PACKAGE_DIR or target.is_relative_to(PACKAGE_DIR):
+        raise OutputFolderError(f"{option} {path}: is inside the installed instcolor package ({PACKAGE_DIR}, e.g. "
+                                "the built-in starter weights); choose an output folder outside it")
     for raw in inputs:
         src = Path(raw).resolve()
         folder = src if src.is_dir() else src.parent
@@ -98,6 +104,8 @@ def claim_output_dir(path: str | os.PathLike, command: str, *, inputs=(), force:
             raise OutputFolderError(f"{option} {path}: holds an earlier `instcolor {command}` output; "
                                     "pass --force to replace its files")
         previous = marker or {"command": command}
+    if not create:
+        return previous
     path.mkdir(parents=True, exist_ok=True)
     if read_output_marker(path) is None or previous is None:
         write_output_marker(path, command, (previous or {}).get("files"))

@@ -25,30 +25,6 @@ def parse_hint(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files and folders (their image files, sorted, not recursive) -> (paths, [(name, error)])."""
-    paths, errors = [], []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            paths += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            errors.append((raw, "no such file or folder"))
-    return paths, errors
-
-
-def write_png_atomic(rgb, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: never a partial file at ``path``."""
-    from PIL import Image
-
-    from ._fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
-
-
 def _load_colorizer(args):
     from . import Colorizer
     from .models import CheckpointError
@@ -59,18 +35,31 @@ def _load_colorizer(args):
             if args.backend != "tensorrt":
                 raise UsageError("--precision applies to --backend tensorrt only")
             options["precision"] = args.precision
-        from .detect import load_detector
-
-        detector = load_detector(args.detector, runtime=args.detector_runtime)
-        return Colorizer.from_pretrained(args.weights or None, backend=args.backend, device=args.device,
-                                         detector=detector, **options)
+        return Colorizer.from_pretrained(args.weights or None, backend=args.backend, device=_device(args),
+                                         detector=_make_detector(args), **options)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
 
 
-def cmd_colorize(args) -> int:
-    from tqdm import tqdm
+def _device(args) -> str:
+    """``--device``, defaulting to what the backend needs: ``cuda`` for tensorrt, else ``cpu``."""
+    if args.device is not None:
+        return args.device
+    return "cuda" if getattr(args, "backend", None) == "tensorrt" else "cpu"
 
+
+def _output_suffix(args, f) -> str:
+    from .imageio import SUFFIX_FOR_FORMAT
+
+    if args.format:
+        return SUFFIX_FOR_FORMAT[args.format]
+    return ".jpg" if f.path.suffix.lower() in JPEG_SUFFIXES else ".png"
+
+
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+
+
+def _check_colorize_options(args) -> None:
     from .prepare import check_size
 
     try:
@@ -78,6 +67,34 @@ def cmd_colorize(args) -> int:
             check_size(args.size)
     except ValueError as e:
         raise UsageError(f"--size: {e}") from None
+    if args.detector_runtime is not None and not args.detector:
+        raise UsageError("--detector-runtime applies to --detector; give the detector model too")
+    if not 0 <= args.max_instances <= 8:
+        raise UsageError(f"--max-instances must be in 0..8 (the nets take at most 8 boxes), got {args.max_instances}")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise UsageError(f"--quality must be in 1..100, got {args.quality}")
+    if args.bit_depth == 16 and args.format not in (None, "png"):
+        raise UsageError(f"--bit-depth 16 writes 16-bit PNG; --format {args.format} is 8-bit only")
+    if args.force and args.skip_existing:
+        raise UsageError("give either --force (redo every output) or --skip-existing (keep finished ones), not both")
+    if args.max_pixels is not None:
+        from .imageio import max_pixels_limit
+
+        try:
+            max_pixels_limit(args.max_pixels)
+        except ValueError as e:
+            raise UsageError(f"--max-pixels: {e}") from None
+
+
+def cmd_colorize(args) -> int:
+    import numpy as np
+
+    from ._fileio import OutputFolderError, claim_output_dir
+    from .jobs import JobReport, collect_inputs, output_names, print_summary, run_job
+
+    _check_colorize_options(args)
     boxes_source = None
     if args.boxes:
         from .detect import BoxesFile
@@ -87,69 +104,125 @@ def cmd_colorize(args) -> int:
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
     outdir = Path(args.output_dir)
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"-o {outdir}: exists and is not a folder")
-    paths, failures = collect_inputs(args.inputs)
+    files, failures = collect_inputs(args.inputs, recursive=args.recursive, exclude=[outdir])
     for name, why in failures:
         print(f"instcolor: {name}: {why}", file=sys.stderr)
-    if not paths and failures:
+    if not files and failures:
         return 1
-    if not paths:
-        raise UsageError("no image files found in the given inputs")
-    colorizer = _load_colorizer(args)
-    outdir.mkdir(parents=True, exist_ok=True)
+    if not files:
+        raise UsageError("no image files found in the given inputs" + ("" if args.recursive else " (sub-folders need -r)"))
+    claim = dict(inputs=args.inputs, force=args.force, resume=args.skip_existing)
+    try:
+        claim_output_dir(outdir, "colorize", create=False, **claim)
+    except OutputFolderError as e:
+        raise UsageError(str(e)) from None
+    names = output_names(files, lambda f: _output_suffix(args, f))
+    inputs = {f.path.resolve() for f in files}
+    report = JobReport("colorize", str(outdir))
+    items = []
+    for f, name in zip(files, names):
+        out = outdir / name
+        if out.resolve() in inputs:
+            report.failed.append((str(f.path), f"{f.path}: output {out} would overwrite an input; choose another -o folder"))
+            print(f"instcolor: {report.failed[-1][1]}", file=sys.stderr)
+        elif args.skip_existing and out.is_file():
+            report.skipped.append(str(f.path))
+        else:
+            items.append((f, out, name.with_suffix("")))
+    if not items:
+        print_summary(report, "image(s)", extra_failures=len(failures))
+        return 1 if report.failed or failures else 0
 
-    input_set = {p.resolve() for p in paths}
-    used: dict[Path, Path] = {}
-    failed = len(failures)
-    bar = tqdm(paths, desc="colorize", unit="img", disable=len(paths) < 2, file=sys.stderr)
-    for path in bar:
-        out = (outdir / f"{path.stem}.png")
-        try:
-            if out.resolve() in input_set:
-                raise ValueError(f"output {out} would overwrite an input; choose another -o folder")
-            if out.resolve() in used:
-                raise ValueError(f"output {out} is already written for {used[out.resolve()]} (same file stem)")
-            boxes = scores = None
-            if boxes_source is not None:
-                det = boxes_source.lookup(path)
-                if det is not None:
-                    boxes, scores = det.boxes, det.scores
-                elif colorizer.detector is None:  # (with a detector, it runs for images not in the file)
-                    bar.write(f"instcolor: {path}: no boxes in {args.boxes}; using the full-image net", file=sys.stderr)
-                    boxes = []
-            result = colorizer.colorize(path, boxes=boxes, scores=scores, hints=args.hint, size=args.size)
-            write_png_atomic(result.rgb, out)
-            used[out.resolve()] = path
-        except (ValueError, TypeError, FileNotFoundError, OSError) as e:
-            failed += 1
-            msg = str(e)
-            bar.write(f"instcolor: {path}: {msg}" if str(path) not in msg else f"instcolor: {msg}", file=sys.stderr)
-    done = len(paths) - (failed - len(failures))
-    print(f"instcolor: wrote {done} image(s) to {outdir}" + (f", {failed} failed" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    colorizer = _load_colorizer(args)
+    claim_output_dir(outdir, "colorize", **claim)
+    from .imageio import read_image, write_image
+    from .prepare import selection_order
+
+    def load(item):
+        f, _, key = item
+        decoded = read_image(f.path, max_pixels=args.max_pixels)
+        det = boxes_source.lookup(f.path, key=key) if boxes_source is not None else None
+        return decoded, det
+
+    def process(item, loaded):
+        f, _, _ = item
+        decoded, det = loaded
+        for note in decoded.notes:
+            report_note(f"instcolor: {f.path}: {note}")
+        if det is None and colorizer.detector is not None and args.max_instances > 0:
+            det = colorizer.detector(decoded.rgb)
+        if det is None or args.max_instances == 0:
+            boxes, scores = [], None
+        else:
+            boxes = np.asarray(det.boxes, np.float32).reshape(-1, 4)
+            scores = None if det.scores is None else np.asarray(det.scores, np.float32).reshape(-1)
+            keep = selection_order(len(boxes), scores, max_boxes=args.max_instances)
+            boxes, scores = boxes[keep], (None if scores is None else scores[keep])
+        result = colorizer.colorize(decoded.rgb, boxes=boxes, scores=scores, hints=args.hint, size=args.size)
+        if args.bit_depth == 16:
+            from .compose import compose_high
+
+            high = decoded.high if decoded.high is not None else decoded.rgb.astype(np.float32) / 255.0
+            return decoded, compose_high(high, result.ab)
+        return decoded, result.rgb
+
+    def save(item, done):
+        _, out, _ = item
+        decoded, rgb = done
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fmt = {".jpg": "jpg", ".png": "png", ".webp": "webp"}[out.suffix]
+        alpha = decoded.alpha
+        if alpha is not None and rgb.dtype == np.uint16 and alpha.dtype == np.uint8:
+            alpha = alpha.astype(np.uint16) * 257
+        elif alpha is not None and rgb.dtype == np.uint8 and alpha.dtype != np.uint8:
+            alpha = (alpha.astype(np.uint32) // 257).astype(np.uint8)
+        write_image(out, rgb, format=fmt, quality=args.quality, exif=decoded.exif, alpha=alpha)
+        return out
+
+    notes_seen: set[str] = set()
+
+    def report_note(line: str) -> None:
+        if line not in notes_seen:
+            notes_seen.add(line)
+            print(line, file=sys.stderr)
+
+    run_job(items, name=lambda item: str(item[0].path), load=load, process=process, save=save, report=report,
+            desc="colorize", prefetch=args.prefetch)
+    print_summary(report, "image(s)", extra_failures=len(failures))
+    if args.report:
+        report.failed = [(n, e) for n, e in failures] + report.failed
+        report.write_json(args.report)
+    if report.interrupted:
+        return 130
+    return 1 if report.failed or failures else 0
 
 
 def cmd_init_weights(args) -> int:
     import torch
 
-    from .models import FusionNet, InstanceNet, SIGGRAPHBackbone, save_official
+    from ._fileio import OutputFolderError, claim_output_dir, write_output_marker
+    from .models import OFFICIAL_FILES, FusionNet, InstanceNet, SIGGRAPHBackbone, save_official
+    from .models.checkpoint import is_untrained_official
 
     if not (0 < args.width <= 1):
         raise UsageError(f"--width must be in (0, 1], got {args.width}")
     out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a folder")
+    try:  # new, empty, or (with --force) an earlier init-weights output; never trained weights
+        claim_output_dir(out, "init-weights", force=args.force, option="DIR", legacy_own=is_untrained_official)
+    except OutputFolderError as e:
+        raise UsageError(str(e)) from None
     torch.manual_seed(args.seed)
     nets = {"full": SIGGRAPHBackbone(args.width), "instance": InstanceNet(args.width), "fusion": FusionNet(args.width)}
     save_official(out, nets)
+    write_output_marker(out, "init-weights", OFFICIAL_FILES.values())
     print(f"instcolor: wrote untrained width-{args.width:g} weights (seed {args.seed}) to {out}; "
           "they colorize nothing sensible, use them for smoke tests only", file=sys.stderr)
     return 0
 
 
 def cmd_export(args) -> int:
-    from .export import export_segments
+    from ._fileio import OutputFolderError, claim_output_dir
+    from .export import export_files, export_to_folder, is_export_output
     from .models import CheckpointError, load_nets
 
     try:
@@ -158,55 +231,79 @@ def cmd_export(args) -> int:
         raise UsageError(str(e)) from None
     precisions = ("fp32", "fp16") if args.precision == "both" else (args.precision,)
     out = Path(args.output_dir)
-    for p in precisions:
-        target = out / p if len(precisions) > 1 else out
-        m = export_segments(nets, target, precision=p, size=args.size)
-        print(f"instcolor: exported {len(m['segments'])} {p} segments to {target}", file=sys.stderr)
+    try:  # new, empty, or (with --force) an earlier export, whose files alone are replaced
+        previous = claim_output_dir(out, "export", inputs=(args.weights,), force=args.force,
+                                    legacy_own=is_export_output)
+        earlier = (previous.get("files") or export_files(out)) if previous else ()
+        results = export_to_folder(nets, out, precisions, size=args.size, earlier=earlier)
+    except (OutputFolderError, FileExistsError) as e:
+        raise UsageError(str(e)) from None
+    for target, m in results:
+        print(f"instcolor: exported {len(m['segments'])} {m['precision']} segments to {target}", file=sys.stderr)
     return 0
 
 
 def cmd_detect(args) -> int:
+    from ._fileio import OutputFolderError, claim_output_dir
     from .detect import detect_to_folder
+    from .jobs import collect_inputs
 
-    paths, failures = collect_inputs(args.inputs)
+    out = Path(args.output_dir)
+    files, failures = collect_inputs(args.inputs, recursive=args.recursive, exclude=[out])
     for name, why in failures:
         print(f"instcolor: {name}: {why}", file=sys.stderr)
-    if not paths:
-        raise UsageError("no image files found in the given inputs")
-    out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {out}: exists and is not a folder")
+    if not files:
+        if failures:
+            return 1
+        raise UsageError("no image files found in the given inputs" + ("" if args.recursive else " (sub-folders need -r)"))
+    if args.detector_runtime is not None and not args.detector:
+        raise UsageError("--detector-runtime applies to --detector; give the detector model too")
     try:
+        claim_output_dir(out, "detect", inputs=args.inputs, resume=True, create=False)
         detector = _make_detector(args)
+        claim_output_dir(out, "detect", inputs=args.inputs, resume=True)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
-    errors = detect_to_folder(paths, detector, out)
-    for name, why in errors.items():
-        print(f"instcolor: {name}: {why}", file=sys.stderr)
-    print(f"instcolor: boxes of {len(paths) - len(errors)} image(s) in {out}", file=sys.stderr)
+    errors = detect_to_folder(files, detector, out)
+    print(f"instcolor: boxes of {len(files) - len(errors)} image(s) in {out}"
+          + (f", {len(errors) + len(failures)} failed" if errors or failures else ""), file=sys.stderr)
     return 1 if errors or failures else 0
 
 
-def _add_detector_runtime(p) -> None:
-    p.add_argument("--detector-runtime", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
-                   help="what runs the --detector model (default onnxruntime; tensorrt builds and caches an "
-                        "engine on the first CUDA GPU)")
+def _add_detector_options(p, required: bool = False) -> None:
+    """The detector options every subcommand that runs a detector shares (one spelling, one factory)."""
+    p.add_argument("--detector", required=required, metavar="MODEL.onnx",
+                   help="ONNX object detector (YOLOX, YOLOv8 or torchvision-style outputs)"
+                        + ("" if required else "; default: none (boxes only from --boxes, else the full-image net)"))
+    p.add_argument("--detector-runtime", choices=("onnxruntime", "tensorrt"), default=None,
+                   help="what runs the --detector model: onnxruntime, or tensorrt (builds and caches an engine on "
+                        "the first CUDA GPU) (default: onnxruntime)")
+    p.add_argument("--score-threshold", type=float, default=0.3, metavar="T", help="minimum detection score")
 
 
 def _make_detector(args):
-    from .detect import OnnxDetector
+    """The one detector factory of the CLI: ``--detector`` (+ runtime, threshold) through
+    :func:`instcolor.detect.load_detector`; None without ``--detector``."""
+    from .detect import load_detector
 
-    if not str(args.detector).lower().endswith(".onnx"):
+    if not args.detector:
+        return None
+    if Path(args.detector).suffix.lower() != ".onnx":
         raise ValueError(f"--detector: expected an .onnx model file, got {args.detector}")
-    return OnnxDetector(args.detector, score_threshold=args.score_threshold,
-                        runtime=getattr(args, "detector_runtime", "onnxruntime"))
+    return load_detector(args.detector, score_threshold=args.score_threshold,
+                         runtime=getattr(args, "detector_runtime", None) or "onnxruntime")
 
 
 def cmd_train(args) -> int:
     from .train import TrainConfig, TrainError, train
+    from .train.loop import claim_run_folder
 
     out = Path(args.out)
     boxes = args.boxes
+    try:  # a new or empty folder, or the run to resume (before --detector writes RUN_DIR/boxes)
+        claim_run_folder(out, (args.data, args.val, args.init, boxes), option="--out")
+    except TrainError as e:
+        raise UsageError(str(e)) from None
     if args.detector:
         if boxes:
             raise UsageError("give either --boxes or --detector, not both")
@@ -238,30 +335,54 @@ def cmd_train(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instcolor", description="Instance-aware image colorization.")
+    _add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("colorize", help="colorize image files or folders of images",
-                       description="Colorize images; writes OUTDIR/<stem>.png at each input's resolution.")
+                       description="Colorize images; writes OUTDIR/<name> at each input's resolution: JPEG inputs "
+                                   "give JPEG, others PNG (--format changes it). Sub-folders (-r) are mirrored.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="folder for the PNG results")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
+                   help="folder for the results (new, empty, or an earlier colorize output with --force / --skip-existing)")
+    _add_version(p)
+    p.add_argument("-r", "--recursive", action="store_true", help="also colorize the images in sub-folders, "
+                                                                  "mirroring them under OUTDIR")
     p.add_argument("--weights", metavar="DIR",
                    help="weights folder: official layout (latest_net_G.pth, latest_net_GF.pth, latest_net_GComp.pth), "
                         "a training run folder or a bundle (config.json + model.safetensors); default: the "
                         "built-in starter weights")
-    p.add_argument("--boxes", metavar="PATH", help="instance boxes: a folder of <stem>.npz (bbox, scores) or one JSON file")
-    p.add_argument("--detector", metavar="MODEL.onnx",
-                   help="ONNX object detector (YOLOX, YOLOv8 or torchvision-style outputs) for images without --boxes")
-    _add_detector_runtime(p)
+    p.add_argument("--boxes", metavar="PATH", help="instance boxes: a folder of <stem>.npz (bbox, scores) or one JSON "
+                                                   "file; default: none (the detector's, else the full-image net)")
+    _add_detector_options(p)
+    p.add_argument("--max-instances", type=int, default=8, metavar="K",
+                   help="use at most K boxes per image, the highest-scoring (0..8; 0 = full-image net only)")
     p.add_argument("--size", type=int, default=None, metavar="N",
-                   help="processing size, a multiple of 8 (default: the size the weights were trained at "
+                   help="processing size, a multiple of 8 up to 2048 (default: the size the weights were trained at "
                         "when they record it, else 256)")
     p.add_argument("--hint", action="append", type=parse_hint, default=[], metavar="X,Y,#RRGGBB[,P]",
-                   help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable")
+                   help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable (default: none)")
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
-                   help="inference backend (default auto: onnxruntime on the CPU when it is installed, else torch; "
+                   help="inference backend (auto: onnxruntime on the CPU when it is installed, else torch; "
                         "onnxruntime and tensorrt export the nets on first use and cache them)")
-    p.add_argument("--device", default="cpu", help="torch device for the nets (default cpu; tensorrt: cuda[:N])")
+    p.add_argument("--device", default=None,
+                   help="device for the nets: cpu, cuda or cuda:N (default: cuda for --backend tensorrt, else cpu)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default=None,
-                   help="TensorRT engine precision (--backend tensorrt only; default fp32)")
+                   help="TensorRT engine precision, --backend tensorrt only (default: fp32)")
+    p.add_argument("--format", choices=("png", "jpg", "webp"), default=None,
+                   help="output format (default: jpg for JPEG inputs, png for the others)")
+    p.add_argument("--quality", type=int, default=None, metavar="Q",
+                   help="JPEG / WebP quality 1..100 (default: 95 for JPEG, 90 for WebP)")
+    p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8,
+                   help="16: write 16-bit PNG whose lightness is the input's own full precision (16-bit scans)")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images with more pixels than N, checked before decoding (default: "
+                        "$INSTCOLOR_MAX_PIXELS, else 100000000)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="keep outputs that already exist (resume an interrupted run)")
+    p.add_argument("--force", action="store_true", help="replace the outputs of an earlier run in OUTDIR")
+    p.add_argument("--report", metavar="FILE.json", help="also write the summary (written, skipped, failed and why) "
+                                                         "as JSON (default: none)")
+    p.add_argument("--prefetch", type=int, default=2, metavar="N",
+                   help="images read and decoded ahead of the nets")
     p.set_defaults(func=cmd_colorize)
 
     p = sub.add_parser("export", help="export the nets as ONNX segments (+ manifest.json)",
@@ -271,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "fp16", "both"), default="fp32",
                    help="fp32 (default), fp16 (strongly typed, for TensorRT >= 11) or both (OUTDIR/fp32, OUTDIR/fp16)")
     p.add_argument("--size", type=int, default=256, help="size of the tracing inputs (all dims stay dynamic)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier export in OUTDIR (only its own files; other files stay)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("init-weights", help="write untrained (random) weights in the official layout",
@@ -279,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", metavar="DIR")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = official)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true",
+                   help="replace untrained weights that init-weights wrote to DIR before (never other files)")
     p.set_defaults(func=cmd_init_weights)
 
     p = sub.add_parser("detect", help="detect instance boxes and write <stem>.npz per image",
@@ -286,10 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "labels), the official boxes format that --boxes and `train --boxes` read. "
                                    "Images whose file exists are skipped (an interrupted run resumes).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
-    p.add_argument("--detector", required=True, metavar="MODEL.onnx", help="ONNX detector (YOLOX, YOLOv8, torchvision-style)")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum detection score (default 0.3)")
-    _add_detector_runtime(p)
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="folder for the .npz files")
+    p.add_argument("-r", "--recursive", action="store_true", help="also the images in sub-folders, mirrored under OUTDIR")
+    _add_detector_options(p, required=True)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("train", help="train one stage (full, instance, fusion); resumable",
@@ -331,7 +455,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_bundle_parser(sub)
+    for p in sub.choices.values():
+        p.formatter_class = HelpFormatter
     return parser
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default, unless its help already says it (or it has none to show)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS, [])
+                or not action.option_strings or isinstance(action, argparse._VersionAction)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _add_version(p) -> None:
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"instcolor {__version__}", help="print the version and exit")
 
 
 def main(argv: list[str] | None = None) -> int:
