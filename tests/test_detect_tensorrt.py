@@ -3,7 +3,8 @@
 Without TensorRT / a GPU (as here) the TensorRT runtime's own code -- engine build and cache,
 buffers, binding, upload / enqueue / download -- runs against simulated ``tensorrt`` and cuda-python
 modules (tests/trt_sim.py) whose engines execute the ONNX file with ONNX Runtime, and must give
-the onnxruntime runtime's detections. Profiles, build modes, cache keys and errors are pure and
+the onnxruntime runtime's detections (the simulation's streams, devices and engines are strict:
+see tests/trt_sim.py). Profiles, build modes, cache keys and errors are pure and
 tested directly. The test with the real TensorRT is at the end; it skips without TensorRT + GPU.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from instcolor.detect.tensorrt_runner import (EXPORT_FORMAT, SEGMENT, TensorRTDe
                                               detector_build_mode, detector_cache_key, file_sha256, fixed_profile,
                                               parse_cuda_device, tensorrt_unavailable_reason)
 from instcolor.trt.cache import engine_cache_key, engine_path  # noqa: E402
-from trt_sim import HostPtrDevice, SimCudart, sim_tensorrt  # noqa: E402
+from trt_sim import SimCudart, sim_tensorrt  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 YOLOX = SHARED / "models" / "yolox_nano_coco_416.onnx"
@@ -238,7 +239,7 @@ def test_cache_key_of_yolox_nano(tmp_path):
     key = detector_cache_key(**base)
     assert key == engine_cache_key(weights_sha256=sha, segment=SEGMENT, mode="fp32", trt_version="10.3.0",
                                    gpu_name="Orin", compute_capability=(8, 7), profile=prof,
-                                   export_format=EXPORT_FORMAT)
+                                   export_format=EXPORT_FORMAT, extra={"workspace_bytes": None, "tf32": False})
     changed = tmp_path / "changed.onnx"
     data = bytearray(YOLOX.read_bytes())
     data[-1] ^= 1
@@ -246,7 +247,7 @@ def test_cache_key_of_yolox_nano(tmp_path):
     variants = dict(onnx_sha256=file_sha256(changed),
                     mode=detector_build_mode("fp16", np.float32, "10.3.0", True),
                     trt_version="10.4.0", gpu_name="NVIDIA H100", compute_capability=(9, 0),
-                    profile=fixed_profile("images", (1, 3, 640, 640)))
+                    profile=fixed_profile("images", (1, 3, 640, 640)), workspace_bytes=1 << 28)
     keys = {key} | {detector_cache_key(**dict(base, **{k: v})) for k, v in variants.items()}
     assert len(keys) == len(variants) + 1 and detector_cache_key(**base) == key
 
@@ -296,11 +297,12 @@ def sim(monkeypatch):
 
 
 def sim_device(kind: str):
-    return "cuda:0" if kind == "cuda" else HostPtrDevice()
+    """'cuda': the runner makes (and closes) its device; 'object': a device object passed in (kept open)."""
+    return "cuda:0" if kind == "cuda" else tcuda.CudaDevice(0)
 
 
 @NEEDS_YOLOX
-@pytest.mark.parametrize("kind", ["cuda", "host"])
+@pytest.mark.parametrize("kind", ["cuda", "object"])
 def test_yolox_nano_tensorrt_simulated_matches_onnxruntime(sim, tmp_path, kind):
     """The TensorRT runtime's build / cache / buffers / binding / copies, with engines that run the
     ONNX file on the bound memory: the detections equal the onnxruntime runtime's."""
@@ -316,26 +318,28 @@ def test_yolox_nano_tensorrt_simulated_matches_onnxruntime(sim, tmp_path, kind):
         assert_same_detections(got, want(img))
     # one engine, built for the fixed profile, cached under the detector's key
     assert len(trt.builds) == 1 and trt.builds[0]["profile"] == {"images": [[1, 3, 416, 416]] * 3}
-    assert not trt.builds[0]["fp16"] and not trt.builds[0]["strongly_typed"]
+    assert not trt.builds[0]["fp16"] and not trt.builds[0]["strongly_typed"] and not trt.builds[0]["tf32"]
     prof = fixed_profile("images", (1, 3, 416, 416))
     key = detector_cache_key(file_sha256(YOLOX), "fp32", "10.3.0", "Sim GPU", (8, 7), prof)
     assert det.runner.key == key and engine_path(cache, SEGMENT, key).is_file()
-    # buffers: allocated once, input + output, reused by every call
+    # buffers: allocated once, input + output + the context's activation memory, reused by every call
     runner = det.runner
     assert runner.outputs["output"].shape == (1, 3549, 85)
-    io_bytes = (3 * 416 * 416 + 3549 * 85) * 4
+    io_bytes = (3 * 416 * 416 + 3549 * 85) * 4 + runner.engine_runner.memory_size
+    assert runner.engine_runner.memory_size > 0 and runner.device.allocated == io_bytes
     if kind == "cuda":
         assert rt.device_bytes == io_bytes
-    else:
-        assert runner.device.allocated == io_bytes
     # a second detector loads the cached engine
     again = OnnxDetector(YOLOX, runtime="tensorrt", device=sim_device(kind), cache_root=cache)
     assert len(trt.builds) == 1
     assert_same_detections(again(golden_image(PHOTOS[0])), want(golden_image(PHOTOS[0])))
     det.close()
     again.close()
-    if kind == "cuda":
-        assert not rt.mem  # device and pinned memory freed
+    if kind == "object":
+        assert rt.mem  # a passed device stays open
+        det.runner.device.close()
+        again.runner.device.close()
+    assert not rt.mem  # device and pinned memory freed
 
 
 @NEEDS_YOLOX
@@ -358,7 +362,7 @@ def test_synthetic_graphs_tensorrt_simulated(sim, graphs, tmp_path, name, kwargs
     img = np.zeros((96, 160, 3), np.uint8)
     want = OnnxDetector(graphs[name], score_threshold=0.0, grey=False, **kwargs)(img)
     det = OnnxDetector(graphs[name], score_threshold=0.0, grey=False, runtime="tensorrt",
-                       device=HostPtrDevice(), cache_root=tmp_path, **kwargs)
+                       device="cuda:0", cache_root=tmp_path, **kwargs)
     got = det(img)
     assert len(got.boxes) > 0
     assert_same_detections(got, want, atol=0)
@@ -368,9 +372,9 @@ def test_runner_rejects_data_dependent_outputs_and_bad_feeds(sim, graphs, tmp_pa
     """Outputs the engine reports with -1 dims are refused; feeds must match the fixed input."""
     with pytest.raises(ValueError, match=r"only fixed-shape outputs.*boxes \[-1, 4\]"):
         TensorRTDetectorRunner(graphs["tv_nms"], "images", (1, 3, 64, 96), ["boxes", "labels", "scores"],
-                               device=HostPtrDevice(), cache_root=tmp_path)
+                               device="cuda:0", cache_root=tmp_path)
     runner = TensorRTDetectorRunner(graphs["yolox"], "images", (1, 3, 128, 128), ["output"],
-                                    device=HostPtrDevice(), cache_root=tmp_path)
+                                    device="cuda:0", cache_root=tmp_path)
     (out,) = runner.run({"images": np.zeros((1, 3, 128, 128), np.float32)})
     np.testing.assert_array_equal(out, yolox_rows())
     with pytest.raises(ValueError, match=r"\(1, 3, 128, 128\)"):

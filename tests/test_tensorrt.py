@@ -5,14 +5,13 @@ engine runner backed by ONNX Runtime and :class:`instcolor.trt.memory.HostDevice
 against the ONNX Runtime backend. Planning (profiles, buffers, cache keys, build modes) is pure and
 tested directly. Tests that need TensorRT and a GPU are at the end; they skip here.
 """
-import ctypes
 import json
 
 import numpy as np
 import pytest
 
 from conftest import tiny_nets
-from trt_sim import SIM_TRT, SimCudart, host_view
+from trt_sim import SimCudart, host_view, sim_tensorrt
 
 onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install 'instcolor[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'instcolor[onnx]')")
@@ -28,6 +27,7 @@ from instcolor.prepare import Hint  # noqa: E402
 from instcolor.trt import (MAX_INSTANCES_PER_IMAGE, HostDevice, build_mode, engine_cache_key,  # noqa: E402
                            io_dtype, plan_buffers, plan_profiles, tensor_shapes)
 from instcolor.trt.cache import engine_path, load_engine, store_engine, write_atomic  # noqa: E402
+from instcolor.trt.cuda import CudaArray  # noqa: E402
 
 S = 32
 TRT_REASON = tensorrt_unavailable_reason(0)
@@ -369,107 +369,72 @@ def test_fuse_out_bare_cuda_arrays_are_validated():
 
 
 # ----------------------------------------------------------------------------- CUDA / TensorRT call sequence, simulated
-class SimEngine:
-    """The ICudaEngine / IExecutionContext calls TensorRTRunner makes, over an ONNX Runtime session
-    reading and writing (simulated) device memory at the bound addresses."""
-
-    def __init__(self, rt, export_dir, segment, profile, specs, size):
-        self.rt, self.segment, self.profile, self.size = rt, segment, profile, size
-        self.session = ort.InferenceSession(str(export_dir / segment["file"]), providers=["CPUExecutionProvider"])
-        self.names = [i["name"] for i in segment["inputs"]] + list(segment["outputs"])
-        self.specs = {t.name: t for t in specs}
-        self.num_io_tensors, self.contexts = len(self.names), 0
-
-    def get_tensor_name(self, i): return self.names[i]
-    def get_tensor_mode(self, name): return "input" if self.specs[name].is_input else "output"
-    def get_tensor_dtype(self, name): return "float"
-
-    def create_execution_context(self):
-        self.contexts += 1
-        return SimContext(self)
+def sim_fuse(rt, device):
+    """ops.fuse_instances as the CUDA kernel behaves: launched on ``stream`` (which must be the
+    device's and belong to the current device), reading its inputs when the stream gets to it."""
+    def fuse(bg, bl, fi, li, info, img, *, out, stream):
+        assert isinstance(out, CudaArray) and stream == device.stream
+        info, img = np.array(info), np.array(img)  # the host table is staged at the call
+        views = [host_view(a) for a in (bg, bl, fi, li)]
+        target = host_view(out)
+        err = rt.launch_kernel(stream, lambda: ops.fuse_instances(*views, info, img, out=target))
+        if err != 0:
+            raise RuntimeError(f"fuse kernel launch failed: {err.name}")
+        return out
+    return fuse
 
 
-class SimContext:
-    def __init__(self, engine):
-        self.e, self.shapes, self.addr = engine, {}, {}
-
-    def set_input_shape(self, name, shape):
-        lo, _, hi = self.e.profile[name]
-        if not all(a <= b <= c for a, b, c in zip(lo, shape, hi)):
-            return False
-        self.shapes[name] = tuple(shape)
-        return True
-
-    def set_tensor_address(self, name, ptr):
-        self.addr[name] = ptr
-        return True
-
-    def get_tensor_shape(self, name):
-        spec, some = self.e.specs[name], next(iter(self.shapes.values()))
-        return spec.shape(self.e.size, some[0], some[0])
-
-    def execute_async_v3(self, stream):
-        shapes, addr = dict(self.shapes), dict(self.addr)  # fixed at enqueue, as in a captured graph
-        outs = [(n, self.get_tensor_shape(n)) for n in self.e.segment["outputs"]]
-
-        def op():
-            def at(name, shape):
-                raw = (ctypes.c_float * int(np.prod(shape))).from_address(addr[name])
-                return np.ctypeslib.as_array(raw).reshape(shape)
-            res = self.e.session.run([n for n, _ in outs], {n: at(n, s).copy() for n, s in shapes.items()})
-            for (n, s), r in zip(outs, res):
-                np.copyto(at(n, s), r)
-        self.e.rt._issue(op)
-        return True
-
-
-@pytest.mark.parametrize("mode", ["eager", "graphs", "capture-fails"])
-def test_cuda_device_and_tensorrt_runner_simulated(export32, ort_backend, monkeypatch, caplog, mode):
-    """CudaDevice (buffers, pinned staging, copies, capture) and TensorRTRunner (named tensors,
-    shapes, addresses, execute_async_v3, one context + graph per binding) against simulated
-    cuda-python / TensorRT: the backend still reproduces the ORT backend, graphs replay with new data."""
+@pytest.fixture
+def sim(monkeypatch):
+    """Simulated cuda-python (one 'Sim GPU') and TensorRT 10.3 (tests/trt_sim.py)."""
     import sys
 
     import instcolor.trt.cuda as tcuda
-    from instcolor.trt.cuda import CudaArray, CudaDevice
-    from instcolor.trt.engine import TensorRTRunner
-    from instcolor.trt.plan import tensor_specs
+    import instcolor.trt.engine as tengine
 
     rt = SimCudart()
-    if mode == "capture-fails":
-        rt.cudaStreamBeginCapture = lambda s, m: (900,)  # cudaErrorStreamCaptureUnsupported
-    cuda_graphs = mode != "eager"
+    trt = sim_tensorrt(rt)
     monkeypatch.setattr(tcuda, "cudart", lambda: rt)
-    monkeypatch.setitem(sys.modules, "tensorrt", SIM_TRT)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tengine._Logger, "instance", None)
+    return rt, trt
+
+
+@pytest.mark.parametrize("mode", ["eager", "graphs", "capture-unsupported"])
+def test_cuda_device_and_tensorrt_runner_simulated(export32, ort_backend, sim, tmp_path, caplog, mode):
+    """The whole TensorRT path -- EngineStore (build, cache), TensorRTRunner (named tensors, shapes,
+    addresses, shared activation memory, execute_async_v3, one context + graph per binding),
+    CudaDevice (buffers, pinned staging, stream-ordered copies and fills, capture) -- against the
+    strict simulation: the backend reproduces the ORT backend, graphs replay with new data."""
+    rt, trt = sim
+    if mode == "capture-unsupported":
+        trt.sim_capturable = False  # every enqueue under capture is refused, as with uncapturable layers
     d, manifest = export32
-    device = CudaDevice(0)
-    specs, engines = tensor_specs(manifest), {}
-
-    def factory(seg, profile):
-        engines[seg["name"]] = SimEngine(rt, d, seg, profile, specs[seg["name"]], S)
-        return TensorRTRunner(engines[seg["name"]], seg["name"], device, cuda_graphs=cuda_graphs)
-
-    def fuse(bg, bl, fi, li, info, img, *, out, stream):
-        assert isinstance(out, CudaArray) and stream == device.stream
-        ops.fuse_instances(*(host_view(a) for a in (bg, bl, fi, li)), info, img, out=host_view(out))
-        return out
-
-    be = TensorRTBackend(d, max_images=3, device=device, runner_factory=factory, fuse=fuse)
+    be = TensorRTBackend(d, max_images=3, device="cuda:0", cache_root=tmp_path, cuda_graphs=mode != "eager")
+    be.fuse = sim_fuse(rt, be.device)
     for counts, seed in (([2, 0, 1], 1), ([2, 0, 1], 2), ([0], 3), ([3, 3], 4), ([2, 0, 1], 5)):
         b = make_batch(counts, seed=seed)
         np.testing.assert_allclose(be.run(b), ort_backend.run(b), rtol=0, atol=2e-5)
-    assert rt.device_bytes == be.sets[S].plan.total_bytes
+    runners = be.sets[S].runners
+    engines = {n: r.engine for n, r in runners.items()}
+    assert len(trt.builds) == len(manifest["segments"]) and not any(p["tf32"] for p in trt.builds)
+    scratch = max(r.memory_size for r in runners.values())
+    assert rt.device_bytes == be.sets[S].plan.total_bytes + scratch  # buffers + one shared activation block
+    assert rt.live_device_bytes() == rt.device_bytes  # no context has memory of its own
     if mode == "graphs":
         # first batch captures (16 segments); replays: batch 2 and 5 all 16, batch 3 full (n=1),
         # batch 4 the 14 fusion segments (n=2; its instance m=6 is a new binding)
         assert rt.launches == 16 + 1 + 14 + 16
         assert engines["instance"].contexts == 2 and engines["fusion.conv1_2"].contexts == 1
-        assert all(len(r.graphs) == engines[n].contexts for n, r in be.sets[S].runners.items())
+        assert all(len(r.graphs) == engines[n].contexts for n, r in runners.items())
     elif mode == "eager":
         assert rt.launches == 0 and all(e.contexts == 1 for e in engines.values())
-    else:  # each runner warned once, then ran eagerly
-        assert rt.launches == 0 and all(r.graphs is None for r in be.sets[S].runners.values())
-        assert sum("capture failed" in r.message for r in caplog.records) == len(engines)
+    else:  # each runner warned once, naming itself and the reason, then ran eagerly
+        assert rt.launches == 0 and all(r.graphs is None for r in runners.values())
+        warned = [r.message for r in caplog.records if "cannot be captured" in r.message]
+        assert sorted(w.split(":")[0] for w in warned) == sorted(runners)
+        assert all("refused to enqueue" in w or "Invalidated" in w for w in warned)
+        assert all(e.contexts == 1 for e in engines.values())
     be.close()
     assert not rt.mem
 

@@ -1,9 +1,9 @@
 """Inference backends. Each runs the nets on a :class:`instcolor.pipeline.Batch` and returns ab."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .._cachedir import cache_dir
 from .torch_backend import TorchBackend
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -27,11 +27,6 @@ def resolve_backend(backend: str, device: str = "cpu") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not available; choose auto or one of {', '.join(BACKENDS)}")
     return backend
-
-
-def cache_dir() -> Path:
-    """Where exports are cached: ``$INSTCOLOR_CACHE`` or ``~/.cache/instcolor``."""
-    return Path(os.environ.get("INSTCOLOR_CACHE") or Path.home() / ".cache" / "instcolor")
 
 
 def make_backend(path, backend: str = DEFAULT_BACKEND, device: str = "cpu", **options):

@@ -22,10 +22,19 @@ first call's boxes. Capturing the whole chain needs a fuse entry point that read
 persistent device buffer, refreshed (from pinned memory, outside or as the first node of the
 graph) before each launch -- a change of the native op, not done here.
 
+Device selection: on ``cuda:N`` every batch runs with device N current (engines are built and
+loaded there too), and the thread's previous device is restored afterwards, so backends and
+detectors on different GPUs can be used from one thread (:meth:`instcolor.trt.cuda.CudaDevice.activate`).
+
+Memory: the execution contexts of all engines share one activation block on the device
+(:class:`instcolor.trt.cuda.SharedScratch`, the size of the largest engine's need), also with
+``cuda_graphs=True`` where every binding has its own context.
+
 Not thread-safe: one backend drives one stream; use one backend per thread.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -203,8 +212,10 @@ class TensorRTBackend(SegmentBackend):
             if counts.max() > self.max_instances_per_image:
                 raise ValueError(f"image {int(counts.argmax())} has {int(counts.max())} instances; the engines take "
                                  f"at most {self.max_instances_per_image} per image")
-        self._set = self.engine_set(S)
-        parts = [super(TensorRTBackend, self).run(p) for p in split_batch(batch, self.max_images)]
+        activate = getattr(self.device, "activate", None)
+        with activate() if activate is not None else contextlib.nullcontext():
+            self._set = self.engine_set(S)
+            parts = [super(TensorRTBackend, self).run(p) for p in split_batch(batch, self.max_images)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _feed(self, segment, name, host):

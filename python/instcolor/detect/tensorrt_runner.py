@@ -9,7 +9,12 @@ runner, so the detector's pre-processing, decoding and post-processing are the s
 Engines are cached like the TensorRT backend's (:mod:`instcolor.trt.cache`, default folder
 ``cache_dir()/"tensorrt"``): the key covers the ONNX file's sha256, the segment name
 :data:`SEGMENT`, the build mode (precision), the TensorRT version, the GPU (name and compute
-capability), the profile and :data:`EXPORT_FORMAT` (:func:`detector_cache_key`).
+capability), the profile, :data:`EXPORT_FORMAT` and the builder settings (workspace limit, TF32;
+:func:`instcolor.trt.cache.builder_settings`) (:func:`detector_cache_key`).
+
+On ``cuda:N`` the device is selected before the engine is built or deserialized (TensorRT works
+on the calling thread's current device) and around every later call (see
+:meth:`instcolor.trt.cuda.CudaDevice.activate`).
 
 The helpers above the class are pure (no TensorRT, no CUDA); the class imports ``tensorrt`` and
 cuda-python when it is created.
@@ -23,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..trt.cache import engine_cache_key
+from ..trt.cache import builder_settings, engine_cache_key
 from ..trt.plan import build_mode
 
 #: Segment name of detector engines in the engine cache.
@@ -91,12 +96,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def detector_cache_key(onnx_sha256: str, mode: str, trt_version: str, gpu_name: str,
-                       compute_capability: tuple[int, int], profile: dict) -> str:
+                       compute_capability: tuple[int, int], profile: dict, workspace_bytes: int | None = None) -> str:
     """Engine cache key of a detector: :func:`instcolor.trt.cache.engine_cache_key` with the ONNX
-    file's sha256 as ``weights_sha256``, segment :data:`SEGMENT` and :data:`EXPORT_FORMAT`."""
+    file's sha256 as ``weights_sha256``, segment :data:`SEGMENT`, :data:`EXPORT_FORMAT` and the
+    builder settings of ``mode`` and ``workspace_bytes`` (:func:`instcolor.trt.cache.builder_settings`)."""
     return engine_cache_key(weights_sha256=onnx_sha256, segment=SEGMENT, mode=mode, trt_version=trt_version,
                             gpu_name=gpu_name, compute_capability=compute_capability, profile=profile,
-                            export_format=EXPORT_FORMAT)
+                            export_format=EXPORT_FORMAT, extra=builder_settings(mode, workspace_bytes))
 
 
 class TensorRTDetectorRunner:
@@ -135,19 +141,33 @@ class TensorRTDetectorRunner:
             raise ValueError(reason)
         import tensorrt as trt
 
-        from ..trt.engine import EngineStore, TensorRTRunner
+        from ..trt.engine import EngineStore
 
         self.mode = detector_build_mode(precision, graph_dtype, trt.__version__, hasattr(trt.BuilderFlag, "FP16"))
-        self.store = EngineStore(self.path.parent, {"weights_sha256": file_sha256(self.path), "format": EXPORT_FORMAT},
-                                 self.mode, index, cache_root, workspace_bytes)
-        self.key = self.store.key(SEGMENT, self.profile)
-        engine = self.store.engine({"name": SEGMENT, "file": self.path.name}, self.profile)
         self._owns_device = isinstance(device, (str, int))
-        if self._owns_device:
+        if self._owns_device:  # first: the engine is built / deserialized on this device
             from ..trt.cuda import CudaDevice
 
             device = CudaDevice(index)
         self.device = device
+        try:
+            self.store = EngineStore(self.path.parent, {"weights_sha256": file_sha256(self.path),
+                                                        "format": EXPORT_FORMAT},
+                                     self.mode, index, cache_root, workspace_bytes)
+            self.key = self.store.key(SEGMENT, self.profile)
+            engine = self.store.engine({"name": SEGMENT, "file": self.path.name}, self.profile)
+            self._setup(engine, input_name)
+        except BaseException:
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 -- the construction error is the one to report
+                pass
+            raise
+
+    def _setup(self, engine, input_name: str) -> None:
+        from ..trt.engine import TensorRTRunner
+
+        device = self.device
         self.engine_runner = TensorRTRunner(engine, f"{WHO} ({self.path.name})", device)
         if self.engine_runner.inputs != [input_name] or sorted(self.engine_runner.outputs) != sorted(self.output_names):
             raise ValueError(f"{WHO}: the engine of {self.path} has tensors {self.engine_runner.inputs} -> "
@@ -182,5 +202,5 @@ class TensorRTDetectorRunner:
 
     def close(self) -> None:
         """Free the device memory when this runner made its device (a passed device stays open)."""
-        if self._owns_device:
+        if getattr(self, "_owns_device", False) and getattr(self, "device", None) is not None:
             self.device.close()

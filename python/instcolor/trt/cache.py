@@ -3,6 +3,9 @@
 Layout: ``<root>/<segment>-<key[:32]>.engine`` (the serialized plan) beside a ``.json`` with the
 key's components, for people. ``<root>`` is ``cache_dir()/"tensorrt"`` by default
 (:func:`instcolor.backends.cache_dir`).
+
+The key's ``extra`` holds the builder settings an engine depends on beyond its graph and mode
+(:func:`builder_settings`: the workspace limit and whether TF32 is allowed).
 """
 from __future__ import annotations
 
@@ -32,6 +35,13 @@ def engine_cache_key(*, weights_sha256: str, segment: str, mode: str, trt_versio
                    profile=_canonical_profile(profile), export_format=str(export_format), extra=extra or {})
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def builder_settings(mode: str, workspace_bytes: int | None) -> dict:
+    """Builder settings of an engine, for the cache key's ``extra``: the workspace limit (None =
+    TensorRT's default) -- it changes which tactics the builder may pick -- and whether TF32 math
+    is allowed (cleared for 'fp32' builds, TensorRT's default otherwise)."""
+    return {"workspace_bytes": None if workspace_bytes is None else int(workspace_bytes), "tf32": mode != "fp32"}
 
 
 def engine_path(root: str | os.PathLike, segment: str, key: str) -> Path:
