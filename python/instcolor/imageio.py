@@ -146,16 +146,17 @@ def _source(source, name):
 
         def opener():
             source.seek(start)
-            return _Unclosable(source)
+            return _Unclosable(source, start)
         return label, opener
     raise TypeError(f"read_image: expected a path, bytes or a binary file object, got {type(source).__name__}")
 
 
 class _Unclosable(io.BufferedIOBase):
-    """A view of the caller's stream that Pillow may close without closing the stream."""
+    """A view of the caller's stream from ``start`` on, which Pillow may close without closing the stream."""
 
-    def __init__(self, raw):
+    def __init__(self, raw, start: int = 0):
         self._raw = raw
+        self._start = start
 
     def read(self, n=-1):
         return self._raw.read(n)
@@ -169,10 +170,12 @@ class _Unclosable(io.BufferedIOBase):
         return len(data)
 
     def seek(self, pos, whence=0):
-        return self._raw.seek(pos, whence)
+        if whence == 0:
+            pos += self._start
+        return self._raw.seek(pos, whence) - self._start
 
     def tell(self):
-        return self._raw.tell()
+        return self._raw.tell() - self._start
 
     def readable(self):
         return True
