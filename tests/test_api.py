@@ -58,10 +58,19 @@ def test_boxes_change_the_result_and_empty_boxes_use_full_net(tiny_colorizer):
 
 
 def test_hints_change_the_result_locally(tiny_colorizer):
-    img = _img(seed=3)
+    """A hint changes the prediction around its own place (not elsewhere, not everywhere)."""
+    img = _img(seed=3)  # 40 x 60
     base = tiny_colorizer.colorize(img, size=32)
-    hinted = tiny_colorizer.colorize(img, hints=[Hint(30, 20, rgb=(255, 0, 0), size=3)], size=32)
-    assert np.abs(base.ab - hinted.ab).max() > 1e-4
+    # input pixel (x 45, y 10) -> processing pixel (row 8, col 24), the centre of its 3x3 patch
+    hinted = tiny_colorizer.colorize(img, hints=[Hint(45, 10, rgb=(255, 0, 0), size=3)], size=32)
+    change = np.abs(base.ab - hinted.ab).sum(axis=0)
+    assert change.max() > 1e-3
+    rows, cols = np.mgrid[:32, :32]
+    dist = np.hypot(rows - 8, cols - 24)
+    peak = np.unravel_index(change.argmax(), change.shape)
+    assert dist[peak] <= 2, peak
+    assert change[dist <= 4].sum() > 0.5 * change.sum()  # 5% of the pixels hold most of the change
+    assert change[dist > 8].mean() < 0.02 * change[dist <= 2].mean()
     ab = np.zeros((2, 32, 32), np.float32)
     mask = np.zeros((1, 32, 32), np.float32)
     planes = tiny_colorizer.colorize(img, hints=HintPlanes(ab, mask), size=32)

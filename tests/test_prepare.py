@@ -65,6 +65,14 @@ def test_hint_planes_centre_patch_and_colour():
     assert (mask == 0.5).sum() == 9 and (mask == -0.5).sum() == 64 - 9
     np.testing.assert_allclose(ab[:, r + 1, c + 1], [0.2, -0.1], rtol=1e-6)
     assert (ab[:, mask[0] < 0] == 0).all()
+    # off-centre and x != y (catches swapped axes): x 75 of 100 -> col 12, y 10 of 50 -> row 3 at S = 16;
+    # the 3x3 patch is centred there
+    ab, mask = P.hint_planes([Hint(75, 10, ab=(22.0, -11.0), size=3)], 16, (50, 100))
+    want = np.full((1, 16, 16), -0.5, np.float32)
+    want[0, 2:5, 11:14] = 0.5
+    np.testing.assert_array_equal(mask, want)
+    np.testing.assert_allclose(ab[:, 2:5, 11:14], np.broadcast_to(np.array([0.2, -0.1])[:, None, None], (2, 3, 3)),
+                               rtol=1e-6)
 
 
 def test_hint_rgb_matches_lab_of_that_colour():
@@ -78,6 +86,9 @@ def test_hint_rgb_matches_lab_of_that_colour():
 def test_hint_patch_clipped_at_border_and_outside_rejected():
     ab, mask = P.hint_planes([Hint(99.9, 49.9, rgb=(0, 0, 255), size=5)], 16, (50, 100))
     assert (mask[0, -5:, -5:] == 0.5).all() and (mask == 0.5).sum() == 25
+    # clipped on one axis only: right edge, upper part (row 10 / 50 * 16 = 3 -> rows 1..5)
+    ab, mask = P.hint_planes([Hint(99.9, 10, rgb=(0, 0, 255), size=5)], 16, (50, 100))
+    assert (mask[0, 1:6, -5:] == 0.5).all() and (mask == 0.5).sum() == 25
     with pytest.raises(ValueError, match="outside"):
         P.hint_planes([Hint(100, 0, rgb=(0, 0, 0))], 16, (50, 100))
 

@@ -1,5 +1,6 @@
 """Training path: data, hint simulation, the three stages, resume equivalence, CLI."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -77,15 +78,39 @@ def test_simulated_hints_follow_siggraph_rule():
     assert (m2 > 0).sum() == P * P
 
 
+def _clipped_normal_pmf(n, mu, sd):
+    """P(int(clip(x, 0, n - 1)) == k), x ~ N(mu, sd), for k = 0..n-1 (the SIGGRAPH'17 location rule)."""
+    cdf = np.array([0.5 * (1 + math.erf((k - mu) / (sd * math.sqrt(2)))) for k in range(1, n)])
+    return np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+
+
+def _chi2_critical_999(df):
+    """Upper 0.1% point of the chi-square distribution (Wilson-Hilferty; 82.7 for df 47)."""
+    z = 3.0902  # the standard normal's upper 0.1% point
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
 def test_hint_locations_centre_weighted():
-    ab = np.zeros((2, 80, 80), np.float32)
-    rows = []
+    """Hint locations follow SIGGRAPH'17: normal around the centre with sd = a quarter of the free
+    range, per axis (here 48 rows, 80 columns), clipped into the image; not uniform."""
+    H, W = 48, 80
+    ab = np.random.default_rng(7).uniform(-0.5, 0.5, (2, H, W)).astype(np.float32)
+    rows, cols = [], []
     for k in range(300):
-        _, mask = simulate_hints(ab, D.rng_for(11, k), p=0.5)
-        ys, _ = np.nonzero(mask[0] > 0)
+        hint, mask = simulate_hints(ab, D.rng_for(11, k), p=0.125, patch_sizes=(1,))  # 1x1 patches: exact locations
+        ys, xs = np.nonzero(mask[0] > 0)
+        np.testing.assert_array_equal(hint[:, ys, xs], ab[:, ys, xs])  # a 1x1 patch holds that pixel's ab
         rows += ys.tolist()
-    rows = np.array(rows)
-    assert 30 < rows.mean() < 50 and rows.std() < 30  # normal around the centre (sd ~ S/4)
+        cols += xs.tolist()
+    assert len(rows) > 1500  # about 7 points per draw
+    for got, n in ((np.array(rows), H), (np.array(cols), W)):
+        mu, sd = n / 2.0, n / 4.0  # (S - P + 1) / 2 and (S - P + 1) / 4 with P = 1
+        # about 68% within one sd of the centre (uniform placement: 50%)
+        assert 0.63 < np.mean(np.abs(got + 0.5 - mu) < sd) < 0.73
+        # and the whole histogram fits the clipped normal (chi-square, df = n - 1, p < 0.001 fails)
+        expected = len(got) * _clipped_normal_pmf(n, mu, sd)
+        chi2 = float((((np.bincount(got, minlength=n) - expected) ** 2) / expected).sum())
+        assert chi2 < _chi2_critical_999(n - 1), (n, chi2)
 
 
 def test_training_boxes_clip_filter_and_top8():
