@@ -10,6 +10,10 @@
 
 A ``manifest.json`` lists the segments in execution order with their tensor names and shapes
 and the hash of the weights they came from. Batch / instance / spatial dimensions are dynamic.
+
+An export folder read back is untrusted input: :func:`read_manifest` checks the manifest's
+layout and the backends check each segment file, raising :class:`ExportError` (a ValueError)
+naming the file.
 """
 from __future__ import annotations
 
@@ -24,13 +28,18 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ._fileio import publish_dir
+from ._fileio import OUTPUT_MARKER, publish_dir
 from .models.backbone import FEATURE_LEVELS, FEATURE_NAMES, RELU_FOLLOWED, STAGE_INPUTS
 
 MANIFEST = "manifest.json"
 FORMAT = "instcolor-segments/1"
 OPSET = 17  # TensorRT 10 and ONNX Runtime >= 1.14 support it
 _LEVEL_DIM = ("S", "S_2", "S_4", "S_8")
+PRECISION_DIRS = ("fp32", "fp16")  # `instcolor export --precision both` writes OUTDIR/fp32 and OUTDIR/fp16
+
+
+class ExportError(ValueError):
+    """An export folder (manifest or segment file) that cannot be used, naming the file."""
 
 
 class FullSegment(nn.Module):
@@ -86,17 +95,23 @@ def _level_of_input(name: str) -> int:
     return 0 if name in ("A", "B", "mask") else FEATURE_LEVELS[name]
 
 
+def segment_layout() -> list[dict]:
+    """Ordered segments without their modules: name, input names, output names, batch dim."""
+    layout = [dict(name="full", inputs=["A", "B", "mask"], outputs=["ab"], batch="n"),
+              dict(name="instance", inputs=["A", "B", "mask"],
+                   outputs=[f"feat.{n}" for n in FEATURE_NAMES] + [f"logit.{n}" for n in FEATURE_NAMES], batch="m")]
+    for n in FEATURE_NAMES:
+        layout.append(dict(name=f"fusion.{n}", inputs=list(STAGE_INPUTS[n]), outputs=[n, f"bg_logit.{n}"], batch="n"))
+    layout.append(dict(name="fusion.out", inputs=["conv10_2"], outputs=["ab"], batch="n"))
+    return layout
+
+
 def segment_specs(nets: dict) -> list[dict]:
     """Ordered segments: name, module, input names, output names, and which batch dim each uses."""
     full, inst, fusion = nets["full"], nets["instance"], nets["fusion"]
-    specs = [dict(name="full", module=FullSegment(full), inputs=["A", "B", "mask"], outputs=["ab"], batch="n"),
-             dict(name="instance", module=InstanceSegment(inst, fusion), inputs=["A", "B", "mask"],
-                  outputs=[f"feat.{n}" for n in FEATURE_NAMES] + [f"logit.{n}" for n in FEATURE_NAMES], batch="m")]
-    for n in FEATURE_NAMES:
-        specs.append(dict(name=f"fusion.{n}", module=FusionStageSegment(fusion, n), inputs=list(STAGE_INPUTS[n]),
-                          outputs=[n, f"bg_logit.{n}"], batch="n"))
-    specs.append(dict(name="fusion.out", module=FusionOutSegment(fusion), inputs=["conv10_2"], outputs=["ab"], batch="n"))
-    return specs
+    modules = {"full": FullSegment(full), "instance": InstanceSegment(inst, fusion), "fusion.out": FusionOutSegment(fusion)}
+    modules.update({f"fusion.{n}": FusionStageSegment(fusion, n) for n in FEATURE_NAMES})
+    return [dict(spec, module=modules[spec["name"]]) for spec in segment_layout()]
 
 
 def _example_inputs(spec: dict, channels: dict, size: int, dtype) -> tuple:
@@ -140,21 +155,76 @@ def weights_hash(nets: dict) -> str:
     return h.hexdigest()
 
 
+def _manifest_files(folder: Path) -> set[str] | None:
+    """Names of the files an earlier export wrote in ``folder`` (its manifest and the segment
+    files the manifest lists), or None when ``folder`` holds no readable manifest of ours."""
+    try:
+        manifest = read_manifest(folder)
+    except (OSError, ValueError):
+        return None
+    return {s["file"] for s in manifest["segments"]} | {MANIFEST}
+
+
+def export_files(out_dir: str | os.PathLike) -> set[str]:
+    """Paths (relative to ``out_dir``) of the files of the export(s) at ``out_dir``: an export in
+    the folder itself and in its ``fp32/`` / ``fp16/`` subfolders (``--precision both``)."""
+    out_dir = Path(out_dir)
+    files = set(_manifest_files(out_dir) or ())
+    for sub in PRECISION_DIRS:
+        files |= {f"{sub}/{f}" for f in _manifest_files(out_dir / sub) or ()}
+    return files
+
+
+def is_export_output(out_dir: str | os.PathLike) -> bool:
+    """True when ``out_dir`` holds an export (manifest.json here or in fp32/ / fp16/)."""
+    out_dir = Path(out_dir)
+    return any((d / MANIFEST).is_file() for d in (out_dir, *(out_dir / s for s in PRECISION_DIRS)))
+
+
+def _bare_name(name) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
+        and "\0" not in name
+
+
+def _move_into(tmp: Path, out_dir: Path, new: list[str], owned: set[str]) -> None:
+    """Move the files ``new`` (segments, manifest last) from ``tmp`` into the existing folder
+    ``out_dir``, each replaced atomically; then remove the ``owned`` files (of the earlier
+    export) that the new export does not have. Other files in ``out_dir`` are left alone."""
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # until the new one is in place, no half-old export looks whole
+    for name in new:
+        if name != MANIFEST:
+            os.replace(tmp / name, out_dir / name)
+    os.replace(tmp / MANIFEST, out_dir / MANIFEST)
+    for name in sorted(owned - set(new)):
+        if (out_dir / name).is_file() and not (out_dir / name).is_symlink():
+            (out_dir / name).unlink()
+
+
 def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp32", size: int = 64,
-                    check: bool = True) -> dict:
+                    check: bool = True, owned=()) -> dict:
     """Export ``nets`` ({'full', 'instance', 'fusion'}) to ``out_dir`` as ONNX segments + manifest.
 
     ``precision``: 'fp32' or 'fp16' (weights and tensors in float16: the strongly typed graphs
     TensorRT >= 11 wants; TensorRT 10 can also build fp16 engines from the fp32 graphs with its
     FP16 flag). ``size`` only sizes the tracing inputs; all dims are dynamic. With ``check``
-    every segment is validated with ``onnx.checker``. Written to a temporary folder first and
-    moved into place, so a failed export leaves nothing behind. Returns the manifest.
+    every segment is validated with ``onnx.checker``. Returns the manifest.
+
+    Written to a temporary folder beside ``out_dir`` first, so a failed export leaves nothing
+    behind. A new ``out_dir`` is moved into place whole. An existing one must be empty (an
+    instcolor output marker aside) or hold an earlier export (its manifest.json, or the names
+    in ``owned``: files the caller knows the earlier export wrote): then the new files replace
+    it one by one (each atomically, the manifest last), the earlier export's files the new one
+    lacks are removed and every other file stays. Anything else raises ``FileExistsError``;
+    nothing is ever deleted wholesale.
     """
     import onnx
 
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
     out_dir = Path(out_dir)
+    owned = {n for n in owned if _bare_name(n)}
+    if out_dir.exists():
+        _check_replaceable(out_dir, owned)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     channels = nets["fusion"].feature_channels
     manifest = dict(format=FORMAT, opset=OPSET, precision=precision, width=nets["full"].width,
@@ -182,23 +252,134 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
                 outputs=spec["outputs"]))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         publish_dir(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        new = [s["file"] for s in manifest["segments"]] + [MANIFEST]
+        moved = False
+        if not out_dir.exists():
+            try:
+                os.replace(tmp, out_dir)
+                moved = True
+            except OSError:  # made meanwhile (another export to the same place): fall back to file by file
+                if not out_dir.is_dir():
+                    raise
+                _check_replaceable(out_dir, owned)
+        if not moved:
+            _move_into(tmp, out_dir, new, owned | (_manifest_files(out_dir) or set()))
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # (our own temporary folder; gone already when moved whole)
         for net in nets.values():  # the segment modules share the nets: leave them in fp32
             net.float()
     return manifest
 
 
+def _safe_relative(name) -> bool:
+    """A path an export folder's marker may list: ``file`` or ``fp32/file`` / ``fp16/file``."""
+    if not isinstance(name, str):
+        return False
+    parts = name.split("/")
+    return all(_bare_name(p) for p in parts) and (len(parts) == 1 or (len(parts) == 2 and parts[0] in PRECISION_DIRS))
+
+
+def export_to_folder(nets: dict, out_dir: str | os.PathLike, precisions=("fp32",), size: int = 256,
+                     earlier=()) -> list[tuple[Path, dict]]:
+    """The layout of ``instcolor export``: one export in ``out_dir``, or with several
+    ``precisions`` one in each ``out_dir/<precision>``. ``earlier``: paths (relative to
+    ``out_dir``) of the files of an earlier export there; they are replaced, or removed when the
+    new export does not write them, and nothing else in the folder is touched. Records the
+    written files in the folder's output marker. Returns [(export folder, manifest)]."""
+    from ._fileio import write_output_marker
+
+    out_dir = Path(out_dir)
+    earlier = {f for f in (earlier if isinstance(earlier, (list, tuple, set, frozenset)) else ()) if _safe_relative(f)}
+    several = len(precisions) > 1
+    results, written = [], set()
+    for p in precisions:
+        prefix = f"{p}/" if several else ""
+        target = out_dir / p if several else out_dir
+        owned = {f[len(prefix):] for f in earlier if f.startswith(prefix) and "/" not in f[len(prefix):]}
+        m = export_segments(nets, target, precision=p, size=size, owned=owned)
+        written |= {prefix + n for n in [s["file"] for s in m["segments"]] + [MANIFEST]}
+        results.append((target, m))
+    for f in sorted(earlier - written):
+        path = out_dir / f
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    for sub in PRECISION_DIRS:  # an fp32/ or fp16/ folder the earlier export made and left empty now
+        if any(f.startswith(f"{sub}/") for f in earlier - written):
+            try:
+                (out_dir / sub).rmdir()
+            except OSError:
+                pass
+    write_output_marker(out_dir, "export", written)
+    return results
+
+
+def _check_replaceable(out_dir: Path, owned: set[str]) -> None:
+    """Refuse (``FileExistsError``) an existing ``out_dir`` that is a file, or a non-empty folder
+    that holds no earlier export, or one whose files would overwrite files not the export's."""
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is not a folder")
+    present = {p.name for p in out_dir.iterdir()} - {OUTPUT_MARKER}
+    if not present:
+        return
+    earlier = _manifest_files(out_dir)
+    own = owned | (earlier or set())
+    if earlier is None and not (owned & present):
+        shown = sorted(present)
+        raise FileExistsError(f"{out_dir}: folder is not empty and holds no instcolor export ({', '.join(shown[:4])}"
+                              f"{', ...' if len(shown) > 4 else ''}); export to a new or empty folder")
+    clash = sorted(n for n in present - own if n in {f"{s['name']}.onnx" for s in segment_layout()} | {MANIFEST})
+    if clash:
+        raise FileExistsError(f"{out_dir}: holds {', '.join(clash[:4])}, which the earlier export did not write; "
+                              "export to a new or empty folder")
+
+
+def _fail(path, why: str):
+    raise ExportError(f"{path}: {why}")
+
+
 def read_manifest(export_dir: str | os.PathLike) -> dict:
+    """The checked manifest of the export at ``export_dir``. ``FileNotFoundError`` when there is
+    none; :class:`ExportError` naming the file when it is not the manifest of an instcolor export
+    (not JSON, another format, segments that differ from what :func:`export_segments` writes,
+    file names that leave the folder)."""
     path = Path(export_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{export_dir}: no {MANIFEST}; not an instcolor export directory")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ExportError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        _fail(path, "expected a JSON object")
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        _fail(path, f"format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("precision") not in ("fp32", "fp16"):
+        _fail(path, f"precision {manifest.get('precision')!r}, expected 'fp32' or 'fp16'")
+    width = manifest.get("width")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 1:
+        _fail(path, f"'width' must be a number in (0, 1], got {width!r}")
+    if manifest.get("feature_names") != list(FEATURE_NAMES):
+        _fail(path, "'feature_names' is not the list of the 13 feature points")
+    if manifest.get("feature_levels") != {n: FEATURE_LEVELS[n] for n in FEATURE_NAMES}:
+        _fail(path, "'feature_levels' does not match the feature points")
+    segments = manifest.get("segments")
+    layout = segment_layout()
+    if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
+        _fail(path, "'segments' must be a list of objects")
+    names = [s.get("name") for s in segments]
+    if names != [spec["name"] for spec in layout]:
+        _fail(path, f"unexpected segments {names[:4]}{' ...' if len(names) > 4 else ''}; expected "
+                    f"full, instance, fusion.<point> x {len(FEATURE_NAMES)}, fusion.out")
+    for seg, spec in zip(segments, layout):
+        if not _bare_name(seg.get("file")) or not seg["file"].endswith(".onnx"):
+            _fail(path, f"segment {seg['name']}: 'file' must be a file name in the folder ending .onnx, got {seg.get('file')!r}")
+        inputs = seg.get("inputs")
+        if not isinstance(inputs, list) or [i.get("name") if isinstance(i, dict) else None for i in inputs] != spec["inputs"]:
+            _fail(path, f"segment {seg['name']}: inputs must be {spec['inputs']}")
+        for i in inputs:
+            c = i.get("channels")
+            if isinstance(c, bool) or not isinstance(c, int) or not 0 < c <= 4096 or i.get("level") != _level_of_input(i["name"]):
+                _fail(path, f"segment {seg['name']}: input {i['name']}: bad 'channels' {c!r} or 'level' {i.get('level')!r}")
+        if seg.get("outputs") != spec["outputs"]:
+            _fail(path, f"segment {seg['name']}: outputs must be {spec['outputs'][:3]}{' ...' if len(spec['outputs']) > 3 else ''}")
     return manifest

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .._ort import session_options
-from ..export import read_manifest
+from ..export import ExportError, read_manifest
 from .segments import SegmentBackend
 
 
@@ -29,6 +29,31 @@ def default_fuse():
     return fuse
 
 
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def open_segment(ort, path: Path, segment: dict, options, providers):
+    """An ONNX Runtime session for one segment file of an export; :class:`ExportError` naming the
+    file when it is missing, not a model ONNX Runtime can load (truncated, corrupt, not ONNX), or a
+    model whose inputs / outputs are not the segment's (as the manifest lists them)."""
+    if not path.is_file():
+        raise ExportError(f"{path}: segment file not found (listed in the export's manifest.json)")
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, InvalidGraph, ...)
+        raise ExportError(f"{path}: not a loadable ONNX model ({type(e).__name__}: {_first_line(e)}); "
+                          "export the weights again") from None
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    want_in, want_out = [i["name"] for i in segment["inputs"]], list(segment["outputs"])
+    if sorted(inputs) != sorted(want_in) or outputs != want_out:
+        raise ExportError(f"{path}: not the {segment['name']} segment: its inputs are {inputs} (expected {want_in}) "
+                          f"and outputs {outputs[:3]}{' ...' if len(outputs) > 3 else ''}")
+    return session
+
+
 class OnnxRuntimeBackend(SegmentBackend):
     """Runs an export directory (see :mod:`instcolor.export`) with ONNX Runtime sessions (host arrays)."""
 
@@ -44,7 +69,7 @@ class OnnxRuntimeBackend(SegmentBackend):
         self._init_segments(manifest)
         so = session_options(threads)
         providers = providers or ["CPUExecutionProvider"]
-        self.sessions = {s["name"]: ort.InferenceSession(str(self.export_dir / s["file"]), so, providers=providers)
+        self.sessions = {s["name"]: open_segment(ort, self.export_dir / s["file"], s, so, providers)
                          for s in self.manifest["segments"]}
         self.fuse = fuse or default_fuse()
 

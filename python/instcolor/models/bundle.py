@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .._fileio import _umask, publish_dir
-from .checkpoint import _NET_CLASSES, CheckpointError, load_state_dict_strict
+from .._fileio import OUTPUT_MARKER, _umask, atomic_path, publish_dir
+from .state import NET_CLASSES as _NET_CLASSES
+from .state import CheckpointError, load_state_dict_strict
 
 FORMAT = "instcolor-bundle"
 VERSION = 1
@@ -75,8 +76,9 @@ def save_bundle(directory: str | os.PathLike, nets: dict[str, nn.Module], *, inf
     ``info``: free-form JSON-serialisable details stored in config.json (e.g. ``width``,
     ``train_images``). The bundle is built in a temporary folder beside ``directory`` and moved
     into place; on any error nothing is left behind. An existing bundle at ``directory`` is
-    replaced; an existing folder with any other file is refused (``FileExistsError``), so that
-    official weights are never deleted by writing a bundle over them.
+    replaced (an instcolor output marker in it is kept); an existing folder with any other file
+    is refused (``FileExistsError``), so that official weights are never deleted by writing a
+    bundle over them.
     """
     from safetensors.torch import save_file
 
@@ -98,7 +100,7 @@ def save_bundle(directory: str | os.PathLike, nets: dict[str, nn.Module], *, inf
     if directory.exists():
         if not directory.is_dir():
             raise FileExistsError(f"{directory}: exists and is not a folder")
-        others = sorted(p.name for p in directory.iterdir() if p.name not in (CONFIG_FILE, MODEL_FILE))
+        others = sorted(p.name for p in directory.iterdir() if p.name not in (CONFIG_FILE, MODEL_FILE, OUTPUT_MARKER))
         if others:
             raise FileExistsError(f"{directory}: folder exists and holds other files ({', '.join(others[:4])}"
                                   f"{', ...' if len(others) > 4 else ''}); write the bundle to a new or empty folder")
@@ -133,6 +135,8 @@ def save_bundle(directory: str | os.PathLike, nets: dict[str, nn.Module], *, inf
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
         for f in BUNDLE_FILES:  # safetensors creates its file 0600; give both the mode of a plain file
             os.chmod(tmp / f, 0o666 & ~_umask())
+        if (directory / OUTPUT_MARKER).is_file():  # the folder's "written by" record stays with it
+            shutil.copy2(directory / OUTPUT_MARKER, tmp / OUTPUT_MARKER)
         publish_dir(tmp)
         if directory.exists():  # rename the old bundle aside, move the new one in, then delete the old
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
@@ -246,3 +250,21 @@ def load_bundle(directory: str | os.PathLike) -> dict[str, nn.Module]:
 def bundle_info(directory: str | os.PathLike) -> dict:
     """The ``info`` object of a bundle's config.json ({} when absent)."""
     return read_bundle_config(directory).get("info") or {}
+
+
+def set_bundle_info(directory: str | os.PathLike, info: dict | None) -> dict:
+    """Replace the ``info`` object of the bundle at ``directory`` (config.json rewritten
+    atomically, everything else as it was). The hash in config.json covers model.safetensors
+    only, so it stays valid; the bundle is loaded first to prove that. Returns the new config."""
+    if info is not None and not isinstance(info, dict):
+        raise TypeError(f"info must be a dict or None, got {type(info).__name__}")
+    try:
+        json.dumps(info, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"info is not JSON-serialisable: {e}") from None
+    load_bundle(directory)  # refuses a bundle that does not load (corrupt, modified, not a bundle)
+    config = read_bundle_config(directory)
+    config["info"] = info
+    with atomic_path(Path(directory) / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(config, indent=1) + "\n")
+    return config

@@ -1,4 +1,4 @@
-"""``instcolor bundle --weights DIR -o OUTDIR [--info FILE.json]``: convert weights to a bundle.
+"""``instcolor bundle --weights DIR -o OUTDIR [--info FILE.json] [--force]``: convert weights to a bundle.
 
 Wire into the CLI with ``add_bundle_parser(subparsers)`` (sets ``func=cmd_bundle``).
 """
@@ -19,16 +19,19 @@ def add_bundle_parser(subparsers):
     p.add_argument("--weights", required=True, metavar="DIR",
                    help="folder with latest_net_G.pth, latest_net_GF.pth, latest_net_GComp.pth, or a bundle")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
-                   help="folder for the bundle (new, empty, or an existing bundle to replace)")
+                   help="folder for the bundle (new or empty; an earlier bundle there needs --force)")
     p.add_argument("--info", metavar="FILE.json",
                    help="JSON object stored as the bundle's 'info' (default: kept from a bundle input, else none)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier bundle in OUTDIR (never a folder holding other files)")
     p.set_defaults(func=cmd_bundle)
     return p
 
 
 def cmd_bundle(args) -> int:
+    from .._fileio import OutputFolderError, claim_output_dir, write_output_marker
     from ..errors import UsageError
-    from .bundle import CONFIG_FILE, MODEL_FILE, bundle_info, is_bundle, save_bundle
+    from .bundle import BUNDLE_FILES, CONFIG_FILE, MODEL_FILE, bundle_info, is_bundle, save_bundle
     from .checkpoint import OFFICIAL_FILES, CheckpointError, load_nets
 
     src, out = Path(args.weights), Path(args.output_dir)
@@ -47,10 +50,15 @@ def cmd_bundle(args) -> int:
             info = bundle_info(src) or None
     except CheckpointError as e:
         raise UsageError(str(e)) from None
+    try:  # new, empty, or (with --force) an earlier bundle; never the input or the starter weights
+        claim_output_dir(out, "bundle", inputs=(src,), force=getattr(args, "force", False), legacy_own=is_bundle)
+    except OutputFolderError as e:
+        raise UsageError(str(e)) from None
     try:
         save_bundle(out, nets, info=info)
     except (FileExistsError, ValueError, OSError) as e:
         raise UsageError(f"cannot write the bundle: {e}") from None
+    write_output_marker(out, "bundle", BUNDLE_FILES)
     size = (out / MODEL_FILE).stat().st_size
     shared = len(json.loads((out / CONFIG_FILE).read_text())["shared"])
     before = 0 if src_is_bundle else sum((src / f).stat().st_size for f in OFFICIAL_FILES.values())

@@ -5,86 +5,99 @@ net) and ``latest_net_GF.pth`` (fusion net), each a plain state dict. Keys may c
 ``module.`` prefix of a DataParallel wrapper. Unlike the official non-strict loader (which
 silently yields grey images on a mismatch), a checkpoint that does not fit raises
 :class:`CheckpointError` listing the missing, unexpected and mis-shaped keys.
+
+The files are untrusted input: they are unpickled with ``weights_only`` (tensors and plain
+containers only; a file that would run code is refused), and anything unreadable raises
+:class:`CheckpointError` naming the file.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from .._fileio import atomic_path
-from .backbone import InstanceNet, SIGGRAPHBackbone
-from .fusion import FusionNet
+from .bundle import BUNDLE_FILES, bundle_info, is_bundle, load_bundle
+from .state import NET_CLASSES, CheckpointError, check_tensor_dict, load_state_dict_strict, strip_module_prefix
 
 OFFICIAL_FILES = {"full": "latest_net_GComp.pth", "instance": "latest_net_G.pth", "fusion": "latest_net_GF.pth"}
-_NET_CLASSES = {"full": SIGGRAPHBackbone, "instance": InstanceNet, "fusion": FusionNet}
-_OPTIONAL_SUFFIXES = (".num_batches_tracked",)  # absent in files saved by PyTorch < 0.4.1; unused in eval
+_NET_CLASSES = NET_CLASSES  # (the name it had before it moved to .state)
+
+__all__ = ["OFFICIAL_FILES", "CheckpointError", "load_state_dict_strict", "strip_module_prefix", "read_state_dict",
+           "safe_torch_load", "infer_width", "load_net", "load_nets", "save_official", "DEFAULT_SIZE",
+           "trained_size"]
 
 
-class CheckpointError(ValueError):
-    """A weights file or directory that cannot be used, with the reason."""
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _summarise(keys, limit=8) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+def _unpickling_detail(e: BaseException) -> str:
+    """The informative line of torch's (long, multi-line) weights-only unpickling error."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if "WeightsUnpickler error:" in ln:
+            rest = ln.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return rest[:200]
+    return _first_line(e)
 
 
-def strip_module_prefix(state: dict) -> dict:
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return state
+def safe_torch_load(path: str | os.PathLike, what: str = "PyTorch checkpoint"):
+    """``torch.load(path, weights_only=True)`` on the CPU, every failure as one
+    :class:`CheckpointError` naming ``path``: missing or empty file, truncated or corrupt data,
+    and a pickle that would build objects other than tensors and plain containers (refused
+    without running anything: that is how a pickle runs code)."""
+    import re
+    import warnings
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file; not a {what}")
+    try:
+        with warnings.catch_warnings():  # (e.g. torch's note on a pickle protocol it did not write)
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise CheckpointError(f"{path}: refused: the file would create the Python object {found.group(1)}, and "
+                                  "unpickling it could run code; only tensors and plain values are loaded") from None
+        raise CheckpointError(f"{path}: not a readable {what} ({_unpickling_detail(e)})") from None
+    except Exception as e:  # zip / pickle / storage errors of many kinds
+        raise CheckpointError(f"{path}: not a readable {what} ({type(e).__name__}: {_first_line(e)})") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle / zip errors of many kinds
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+    """The state dict in the ``.pth`` file ``path`` (a plain dict of tensors, or one under a
+    ``state_dict`` key; ``module.`` prefixes dropped), see :func:`safe_torch_load`."""
+    state = safe_torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    check_tensor_dict(state, str(path))
     return strip_module_prefix(state)
 
 
-def load_state_dict_strict(module: nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """Load ``state`` into ``module``; every key must match by name and shape."""
-    state = strip_module_prefix(state)
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_SUFFIXES)]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches ({len(shapes)}): {_summarise(shapes, 4)}")
-        raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
-    module.load_state_dict({k: v for k, v in state.items()}, strict=False)
-
-
 def infer_width(state: dict, source: str = "checkpoint") -> float:
+    """The width multiplier of a state dict: the first conv's output channels / 64, in (0, 1]."""
     w = state.get("model1.0.weight")
-    if w is None or w.ndim != 4:
+    if not isinstance(w, torch.Tensor) or w.ndim != 4:
         raise CheckpointError(f"{source}: no 'model1.0.weight' conv weight; not an InstColorization checkpoint")
+    if not 1 <= w.shape[0] <= 64:  # (a made-up huge width would build nets that do not fit in memory)
+        raise CheckpointError(f"{source}: 'model1.0.weight' has {w.shape[0]} output channels; an InstColorization "
+                              "net has 1 to 64 (64 = width 1.0)")
     return w.shape[0] / 64.0
 
 
 def load_net(kind: str, path: str | os.PathLike) -> nn.Module:
     """Build the net of ``kind`` ('full' | 'instance' | 'fusion') sized by the file, load it strictly, eval mode."""
     state = read_state_dict(path)
-    net = _NET_CLASSES[kind](width=infer_width(state, str(path)))
+    net = NET_CLASSES[kind](width=infer_width(state, str(path)))
     load_state_dict_strict(net, state, str(path))
     return net.eval()
 
@@ -95,8 +108,6 @@ def load_nets(directory: str | os.PathLike) -> dict[str, nn.Module]:
     The directory is either in the official layout (the three ``.pth`` files) or an instcolor
     bundle (``config.json`` + ``model.safetensors``, see :mod:`instcolor.models.bundle`).
     """
-    from .bundle import BUNDLE_FILES, is_bundle, load_bundle
-
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"weights directory not found: {directory}")
@@ -116,8 +127,9 @@ def load_nets(directory: str | os.PathLike) -> dict[str, nn.Module]:
 
 
 def save_official(directory: str | os.PathLike, nets: dict[str, nn.Module], fusion_prefix: bool = False) -> None:
-    """Write ``nets`` ({'full', 'instance', 'fusion'}) in the official layout. ``fusion_prefix``
-    adds the ``module.`` prefix to the fusion file, as the official training script saves it."""
+    """Write ``nets`` ({'full', 'instance', 'fusion'}) in the official layout (each file replaced
+    atomically; other files in ``directory`` are left alone). ``fusion_prefix`` adds the
+    ``module.`` prefix to the fusion file, as the official training script saves it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for kind, fname in OFFICIAL_FILES.items():
@@ -126,6 +138,30 @@ def save_official(directory: str | os.PathLike, nets: dict[str, nn.Module], fusi
             state = {"module." + k: v for k, v in state.items()}
         with atomic_path(directory / fname) as tmp:
             torch.save(state, tmp)
+
+
+def is_untrained_official(directory: str | os.PathLike) -> bool:
+    """True when ``directory`` holds exactly the three official files (nothing else but the
+    output marker) and every BatchNorm in them still has its initial statistics (running mean 0,
+    variance 1, no batches tracked): weights as ``instcolor init-weights`` writes them, which
+    nobody trained. Never raises; a file that cannot be read counts as not untrained."""
+    from .._fileio import OUTPUT_MARKER
+
+    directory = Path(directory)
+    try:
+        names = {p.name for p in directory.iterdir()} - {OUTPUT_MARKER}
+        if names != set(OFFICIAL_FILES.values()):
+            return False
+        for fname in OFFICIAL_FILES.values():
+            state = read_state_dict(directory / fname)
+            for k, v in state.items():
+                if (k.endswith(".running_mean") and bool(v.ne(0).any())) or \
+                        (k.endswith(".running_var") and bool(v.ne(1).any())) or \
+                        (k.endswith(".num_batches_tracked") and bool(v.ne(0).any())):
+                    return False
+        return True
+    except (OSError, CheckpointError):
+        return False
 
 
 DEFAULT_SIZE = 256  # the official models' processing size
@@ -140,8 +176,6 @@ def trained_size(directory: str | os.PathLike) -> int | None:
     directory = Path(directory)
     size = None
     try:
-        from .bundle import bundle_info, is_bundle
-
         if is_bundle(directory):
             size = bundle_info(directory).get("size")
         elif (directory / "config.json").is_file() and (directory / "latest_net_G.pth").is_file():

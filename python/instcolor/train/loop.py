@@ -10,8 +10,11 @@ weights folder in the official layout (``latest_net_GComp.pth`` full image,
 Run folder: ``config.json`` (what the run is), ``state.pt`` (step, trainable weights,
 optimizer, AMP scaler, history), the three ``latest_net_*.pth``, ``log.jsonl`` (one line
 per validation), ``samples/latest.png`` (grey input | prediction | ground truth rows).
-Resuming: run the same command again; the run continues from ``state.pt``. All files are
-replaced atomically, so a run killed at any moment loses at most the steps since its last
+Resuming: run the same command again; the run continues from ``state.pt`` (with the
+command's ``lr``: a changed learning rate is applied to the optimizer and noted in
+``log.jsonl``). A run folder is marked as one (``.instcolor-output.json``); a non-empty
+folder that is not a run folder is refused. ``state.pt`` holds tensors and plain Python
+values only and is read with ``weights_only``. All files are replaced atomically, so a run killed at any moment loses at most the steps since its last
 checkpoint (every ``checkpoint_seconds`` and on Ctrl-C / SIGTERM).
 
 Determinism: the samples and augmentations of step ``t`` depend only on ``(seed, t)``
@@ -33,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._fileio import atomic_path
+from .._fileio import OutputFolderError, atomic_path, claim_output_dir
 from ..models import FusionNet, InstanceNet, SIGGRAPHBackbone, load_nets, load_state_dict_strict, save_official
 from ..prepare import as_rgb_uint8
 from . import data as D
@@ -47,6 +50,24 @@ STATE_FILE, CONFIG_FILE, LOG_FILE = "state.pt", "config.json", "log.jsonl"
 
 class TrainError(ValueError):
     """A training set-up that cannot run (bad data, missing init weights, config mismatch)."""
+
+
+def claim_run_folder(out, inputs=(), option: str = "out") -> Path:
+    """Check that ``out`` may be a training run folder and mark it as one: new, empty, or an
+    earlier run (marked, or holding ``state.pt``), which training continues; never one of the
+    ``inputs`` (data, validation photos, init weights, boxes) or a folder above one. Anything
+    else raises :class:`TrainError` naming the folder."""
+    out = Path(out)
+    try:
+        claim_output_dir(out, "train", inputs=[i for i in inputs if i], resume=True, option=option,
+                         legacy_own=lambda p: (Path(p) / STATE_FILE).is_file())
+    except OutputFolderError as e:
+        raise TrainError(str(e)) from None
+    return out
+
+
+def _lr_text(lr) -> str:
+    return f"{lr:g}" if isinstance(lr, (int, float)) else repr(lr)
 
 
 @dataclass
@@ -198,10 +219,8 @@ class Trainer:
         cfg.check()
         self.cfg, self.progress = cfg, progress
         self.out = Path(cfg.out)
-        if self.out.exists() and not self.out.is_dir():
-            raise TrainError(f"out: {self.out} exists and is not a folder")
-        self.out.mkdir(parents=True, exist_ok=True)
         self._check_resume_config()
+        claim_run_folder(self.out, self._input_paths())
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         try:
@@ -241,11 +260,25 @@ class Trainer:
         self._stop = False
 
     # -------------------------------------------------------------- set-up
+    def _input_paths(self) -> list[str]:
+        """What the run reads (its folder must be none of them); boxes that ``train --detector``
+        wrote into the run folder itself are part of the run."""
+        cfg = self.cfg
+        paths = [cfg.data, cfg.val, cfg.init]
+        if cfg.boxes and not Path(cfg.boxes).resolve().is_relative_to(self.out.resolve()):
+            paths.append(cfg.boxes)
+        return [p for p in paths if p]
+
     def _check_resume_config(self) -> None:
         f = self.out / CONFIG_FILE
-        if not f.is_file() or not (self.out / STATE_FILE).is_file():
+        if not self.out.is_dir() or not f.is_file() or not (self.out / STATE_FILE).is_file():
             return
-        old = json.loads(f.read_text())
+        try:
+            old = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise TrainError(f"{f}: not a readable run config ({e})") from None
+        if not isinstance(old, dict):
+            raise TrainError(f"{f}: not a run config (expected a JSON object)")
         new = asdict(self.cfg)
         diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in TrainConfig.RESUME_FIELDS if old.get(k) != new[k]]
         if diff:
@@ -420,15 +453,33 @@ class Trainer:
             tmp.write_text(json.dumps(asdict(self.cfg), indent=2))
 
     def _load_state(self) -> None:
+        """Resume from ``state.pt`` (read with ``weights_only``: tensors and plain values only), then
+        apply this run's learning rate to every parameter group (the optimizer state holds the rate
+        it was saved with; a changed ``--lr`` on resume is meant to take effect)."""
+        from ..models.checkpoint import CheckpointError, safe_torch_load
+
         f = self.out / STATE_FILE
+        self.lr_change = None
         if not f.is_file():
             return
-        state = torch.load(f, map_location="cpu", weights_only=False)
-        load_state_dict_strict(self.nets[self.cfg.stage], state["net"], str(f))
-        self.opt.load_state_dict(state["opt"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step, self.elapsed, self.history = int(state["step"]), float(state["elapsed"]), list(state["history"])
-        self.bn_calibrated = bool(state.get("bn_calibrated", False))
+        try:
+            state = safe_torch_load(f, "training state")
+            if not isinstance(state, dict) or not {"net", "opt", "scaler", "step", "elapsed", "history"} <= set(state):
+                raise CheckpointError(f"{f}: not a training state (expected step, net, opt, scaler, ...)")
+            load_state_dict_strict(self.nets[self.cfg.stage], state["net"], str(f))
+            self.opt.load_state_dict(state["opt"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.step, self.elapsed, self.history = int(state["step"]), float(state["elapsed"]), list(state["history"])
+            self.bn_calibrated = bool(state.get("bn_calibrated", False))
+        except CheckpointError as e:
+            raise TrainError(f"cannot resume: {e}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # state that does not fit this optimizer / run
+            raise TrainError(f"cannot resume from {f}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        old = [group["lr"] for group in self.opt.param_groups]
+        if any(lr != self.cfg.lr for lr in old):
+            for group in self.opt.param_groups:
+                group["lr"] = self.cfg.lr
+            self.lr_change = {"step": self.step, "lr_from": old[0] if len(set(old)) == 1 else old, "lr_to": self.cfg.lr}
 
     @torch.no_grad()
     def recalibrate_batchnorm(self) -> None:
@@ -474,6 +525,12 @@ class Trainer:
                 print(f"instcolor: {self.out} is already at step {self.step} >= {cfg.steps}; nothing to do",
                       file=sys.stderr)
             return self.history[-1] if self.history else {}
+        if self.lr_change is not None:
+            self._record(dict(self.lr_change))
+            if self.progress:
+                print(f"instcolor: resuming at step {self.step} with lr {_lr_text(self.cfg.lr)} "
+                      f"(was {_lr_text(self.lr_change['lr_from'])})", file=sys.stderr)
+            self.lr_change = None
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for s in old:
