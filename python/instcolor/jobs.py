@@ -146,7 +146,7 @@ def run_job(items: Sequence[Any], *, name: Callable[[Any], str], load: Callable[
     """Run ``save(item, process(item, load(item)))`` for every item.
 
     ``load`` (reading and decoding) runs up to ``prefetch`` items ahead in a worker thread (0: no
-    overlap), ``save``
+    overlap at all, each item is read, processed and written before the next), ``save``
     (encoding and writing) in another, so both overlap ``process`` (the nets) on the calling thread.
     An exception in any step fails that item only: one line naming it goes to ``log`` (stderr) and to
     ``report.failed``; the other items are still done. ``save`` returns the path written. Ctrl-C
@@ -209,7 +209,7 @@ def run_job(items: Sequence[Any], *, name: Callable[[Any], str], load: Callable[
                 bar.update(1)
                 continue
             pending_writes.append((item, writer.submit(save, item, result)))
-            while pending_writes and (pending_writes[0][1].done() or len(pending_writes) > 2):
+            while pending_writes and (pending_writes[0][1].done() or len(pending_writes) > min(2, prefetch)):
                 finish_write(*pending_writes.popleft())
     except KeyboardInterrupt:
         report.interrupted = True
