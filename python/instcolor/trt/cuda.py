@@ -295,8 +295,8 @@ class CudaDevice:
                 raise CaptureUnsupported("the work refused to enqueue while the stream was capturing")
             if int(err) != 0:
                 if name in CAPTURE_UNSUPPORTED:
-                    raise CaptureUnsupported(f"cudaStreamEndCapture: {name}"
-                                             + (" (the enqueue also failed)" if ok is False else ""))
+                    raise CaptureUnsupported(("the work refused to enqueue while the stream was capturing; "
+                                              if ok is False else "") + f"cudaStreamEndCapture: {name}")
                 check((err,), "cudaStreamEndCapture")
             try:
                 exec_ = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
