@@ -302,7 +302,8 @@ def test_cache_key_covers_the_workspace_limit(sim2, tmp_path):
     path = affine_graph(tmp_path / "affine.onnx")
     keys = []
     for ws in (None, 1 << 26, 1 << 27, 1 << 26):
-        r = TensorRTDetectorRunner(path, "x", (2, 4), ["y"], device=dev, cache_root=tmp_path / "c", workspace_bytes=ws)
+        r = TensorRTDetectorRunner(path, "x", (2, 4), ["y"], device=dev, cache_root=tmp_path / "c",
+                                   workspace_bytes=ws)
         keys.append(r.key)
     assert len(set(keys)) == 3 and keys[1] == keys[3]
     assert [b["workspace"] for b in trt.builds] == [None, 1 << 26, 1 << 27]
