@@ -272,19 +272,24 @@ def test_uncapturable_engine_falls_back_with_a_warning(sim2, tmp_path, caplog):
 
 
 def test_capture_invalidated_by_cuda_is_unsupported(sim2, monkeypatch):
-    """cudaStreamEndCapture reporting an invalidated capture -> CaptureUnsupported; another end
-    error -> CudaError."""
+    """An enqueue refused under capture, or cudaStreamEndCapture reporting an invalidated capture ->
+    CaptureUnsupported; another end error -> CudaError; the stream leaves capture mode either way."""
     rt, _ = sim2
     dev = tcuda.CudaDevice(0)
+    with pytest.raises(tcuda.CaptureUnsupported, match="refused to enqueue"):
+        dev.capture(lambda: False)  # an enqueue that refused while CUDA itself saw nothing wrong
     with pytest.raises(tcuda.CaptureUnsupported, match="cudaErrorStreamCaptureInvalidated"):
         dev.capture(lambda: rt.cudaStreamSynchronize(dev.stream) and None)  # not permitted while capturing
-    monkeypatch.setattr(rt, "cudaStreamEndCapture", lambda s: (cudaError_t.cudaErrorIllegalAddress, None))
+    real_end = rt.cudaStreamEndCapture  # ends the capture, then reports a fault of earlier work
+    monkeypatch.setattr(rt, "cudaStreamEndCapture", lambda s: (real_end(s), (cudaError_t.cudaErrorIllegalAddress,
+                                                                            None))[1])
     with pytest.raises(tcuda.CudaError) as e:
         dev.capture(lambda: True)
     assert e.value.name == "cudaErrorIllegalAddress" and not isinstance(e.value, tcuda.CaptureUnsupported)
+    assert not rt.capturing(dev.stream)
 
 
-# ----------------------------------------------------------------------------- 5 + 7: builder settings and the cache key
+# ----------------------------------------------------------------------------- 5 + 7: builder settings, cache key
 def test_fp32_engines_are_built_without_tf32(sim2, tmp_path, monkeypatch):
     rt, trt = sim2
     affine_graph(tmp_path / "affine.onnx")

@@ -11,6 +11,15 @@ A *device* (duck-typed) offers::
     synchronize()
     close()
 
+and optionally (CUDA devices)::
+
+    index                           the CUDA device index
+    activate()                      context manager: the device is current inside it (see
+                                    :func:`instcolor.trt.cuda.on_device`); the backend and the
+                                    engine runner wrap their work in it
+    scratch                         a :class:`instcolor.trt.cuda.SharedScratch`: activation memory
+                                    shared by the TensorRT contexts that run on ``stream``
+
 :class:`HostDevice` implements it with numpy (tests, and running the backend's orchestration and
 buffer code with a host engine runner); :class:`instcolor.trt.cuda.CudaDevice` with cuda-python.
 """
