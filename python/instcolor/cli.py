@@ -300,6 +300,8 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     boxes = args.boxes
+    if args.detector_runtime is not None and not args.detector:
+        raise UsageError("--detector-runtime applies to --detector; give the detector model too")
     try:  # a new or empty folder, or the run to resume (before --detector writes RUN_DIR/boxes)
         claim_run_folder(out, (args.data, args.val, args.init, boxes), option="--out")
     except TrainError as e:
@@ -388,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export the nets as ONNX segments (+ manifest.json)",
                        description="Export the three nets as ordered ONNX segments for ONNX Runtime / TensorRT.")
     p.add_argument("--weights", required=True, metavar="DIR", help="folder with the three checkpoint files")
-    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
+                   help="folder for the segments and manifest.json (new, empty, or an earlier export with --force)")
     p.add_argument("--precision", choices=("fp32", "fp16", "both"), default="fp32",
                    help="fp32 (default), fp16 (strongly typed, for TensorRT >= 11) or both (OUTDIR/fp32, OUTDIR/fp16)")
     p.add_argument("--size", type=int, default=256, help="size of the tracing inputs (all dims stay dynamic)")
@@ -401,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "for smoke tests and benchmarks when no trained checkpoint is at hand.")
     p.add_argument("output_dir", metavar="DIR")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = official)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--force", action="store_true",
                    help="replace untrained weights that init-weights wrote to DIR before (never other files)")
     p.set_defaults(func=cmd_init_weights)
@@ -419,17 +422,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one stage (full, instance, fusion); resumable",
                        description="Train one of the paper's three stages into a run folder that is also a "
                                    "weights folder (official layout). Run the same command again to resume.")
-    p.add_argument("--stage", required=True, choices=("full", "instance", "fusion"))
+    p.add_argument("--stage", required=True, choices=("full", "instance", "fusion"),
+                   help="full: the full-image net from scratch; instance: the instance net on box crops; "
+                        "fusion: the 13 blend blocks")
     p.add_argument("--data", required=True, metavar="DIR", help="folder of colour photos (greyscale ones are skipped)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (weights, state.pt, log, samples)")
     p.add_argument("--init", metavar="DIR", help="weights to start from: the previous stage's run folder "
                                                  "(required for instance and fusion)")
     p.add_argument("--boxes", metavar="PATH", help="boxes per photo: folder of <stem>.npz or a JSON file")
-    p.add_argument("--detector", metavar="MODEL.onnx", help="compute the boxes with this detector into RUN_DIR/boxes")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="detector score threshold (default 0.3)")
+    _add_detector_options(p)  # train: --detector computes the boxes into RUN_DIR/boxes
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier, full stage (default 1.0)")
     p.add_argument("--size", type=int, default=256, help="training resolution S (default 256)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="images (or crops) per step")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, as official)")
     p.add_argument("--steps", type=int, default=10000, help="train until this step (default 10000)")
     p.add_argument("--hint-p", type=float, default=0.125,
@@ -437,14 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--automatic", action="store_true", help="no simulated hints (same as --hint-p 1)")
     p.add_argument("--class-weight", type=float, default=0.0, help="weight of the ab classification loss (default 0: off)")
     p.add_argument("--max-instances", type=int, default=8, help="fusion stage: boxes per photo (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
                    help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else off")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--val", metavar="DIR", help="validation photos (default: 16 training photos)")
     p.add_argument("--val-every", type=int, default=500, help="validate and write samples/latest.png every N steps")
-    p.add_argument("--val-images", type=int, default=16)
+    p.add_argument("--val-images", type=int, default=16, help="validation photos used for the loss and samples")
     p.add_argument("--bn-batches", type=int, default=50,
                    help="full/instance stage: at the end, BatchNorm statistics averaged over this many batches (default 50; 0 = off)")
     p.add_argument("--checkpoint-seconds", type=float, default=300.0, help="checkpoint at least this often (default 300)")
