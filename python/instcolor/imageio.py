@@ -397,7 +397,6 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
 
 # --- pixels
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_GREY_MODES = ("1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def _u16_to_u8(v: np.ndarray) -> np.ndarray:
