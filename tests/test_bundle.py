@@ -348,8 +348,12 @@ def test_bundle_command_converts_official_and_bundle(tmp_path, capsys):
     assert (tmp_path / "b3" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
     with pytest.raises(UsageError, match="missing weights file"):
         _bundle_cli(["bundle", "--weights", str(tmp_path), "-o", str(tmp_path / "x")])
-    with pytest.raises(UsageError, match="holds other files"):
+    with pytest.raises(UsageError, match=r"official: is \(or holds\) the input"):
         _bundle_cli(["bundle", "--weights", str(tmp_path / "official"), "-o", str(tmp_path / "official")])
+    save_official(tmp_path / "other", nets)  # a folder another writer filled
+    with pytest.raises(UsageError, match="other: folder is not empty"):
+        _bundle_cli(["bundle", "--weights", str(tmp_path / "b"), "-o", str(tmp_path / "other")])
+    assert not (tmp_path / "other" / "model.safetensors").exists()
     with pytest.raises(UsageError, match="--info"):
         _bundle_cli(["bundle", "--weights", str(tmp_path / "b"), "-o", str(tmp_path / "x"),
                      "--info", str(tmp_path / "nope.json")])

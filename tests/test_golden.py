@@ -34,6 +34,11 @@ def test_golden_case_via_colorizer(request, path, native):
     np.testing.assert_allclose(r.ab, want[0], rtol=0, atol=1e-4)
     _check_rgb_processed(r.rgb_processed, z["out_rgb_u8"])
     assert r.rgb.shape == z["image"].shape and r.rgb.dtype == np.uint8
+    # the full-resolution picture (what users and the CLI get): the golden ab, upsampled and joined
+    # with the photo's own L by the reference composer
+    from instcolor.compose import compose_reference
+
+    _check_rgb_processed(r.rgb, compose_reference(z["image"], want[0]))
 
 
 @pytest.mark.parametrize("path", [p for p in GOLDEN_CASES if "nobox" not in p.stem][:3], ids=lambda p: p.stem)
