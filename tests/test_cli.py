@@ -203,6 +203,9 @@ def test_starter_weights_are_the_default(tmp_path, capsys):
     assert "starter weights" in err and "--weights" in err
     out = np.asarray(Image.open(tmp_path / "o" / "a.png"))
     assert out.shape == (48, 64, 3)
+    from instcolor import Colorizer
+
+    np.testing.assert_array_equal(out, Colorizer.from_pretrained().colorize(src / "a.png", size=64).rgb)
 
 
 def test_precision_needs_tensorrt(tmp_path, folder, tiny_weights_dir, capsys):

@@ -123,7 +123,8 @@ def test_fp16_export_runs_and_is_close(tmp_path):
     with torch.no_grad():
         want = nets["full"](*(torch.from_numpy(v.astype(np.float32)) for v in feeds.values()))
     assert got.dtype == np.float16
-    np.testing.assert_allclose(got.astype(np.float32), want.numpy(), rtol=0, atol=2e-2)
+    assert np.abs(want.numpy()).max() > 0.1  # the tolerance below is small next to the output
+    np.testing.assert_allclose(got.astype(np.float32), want.numpy(), rtol=0, atol=2e-3)  # fp16 rounding: ~1e-4
     assert next(nets["full"].parameters()).dtype == torch.float32  # export leaves the nets in fp32
 
 

@@ -261,6 +261,13 @@ def test_cli_train_and_detect_boxes(photos, tmp_path, capsys):
     assert rc == 0
     assert {"latest_net_G.pth", "latest_net_GF.pth", "latest_net_GComp.pth", "state.pt"} <= {
         p.name for p in (tmp_path / "run").iterdir()}
+    # the options reached the run: width, training size, number of steps
+    from instcolor import Colorizer
+
+    c = Colorizer.from_pretrained(tmp_path / "run", backend="torch")
+    assert c.backend.width == 0.125 and c.default_size == 32
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2
     rc = main(["train", "--stage", "instance", "--data", str(photos / "photos"), "--out", str(tmp_path / "i")])
     assert rc == 2 and "init" in capsys.readouterr().err
 
