@@ -72,8 +72,28 @@ void set_contiguous_strides(TensorView& v) {
   }
 }
 
+// Extents from a foreign producer: non-negative, and the element count (and byte size) must fit
+// int64 so that numel() and every offset computed from it are defined.
+void check_extents(const TensorView& v, const char* name) {
+  constexpr int64_t kMaxBytes = int64_t(1) << 62;
+  int64_t n = 1;
+  for (int64_t s : v.shape) {
+    if (s < 0) throw_value(name, ": negative extent in shape ", shape_str(v.shape));
+    if (s != 0 && n > kMaxBytes / s) n = kMaxBytes + 1;  // saturate; an empty dimension still wins below
+    else n *= s;
+  }
+  for (int64_t s : v.shape)
+    if (s == 0) return;
+  if (n > kMaxBytes / dtype_size(v.dtype)) throw_value(name, ": shape ", shape_str(v.shape), " is too large");
+}
+
 TensorView from_buffer(py::handle obj, const char* name, Keep& keep) {
-  auto info = std::make_unique<py::buffer_info>(py::reinterpret_borrow<py::buffer>(obj).request(false));
+  std::unique_ptr<py::buffer_info> info;
+  try {
+    info = std::make_unique<py::buffer_info>(py::reinterpret_borrow<py::buffer>(obj).request(false));
+  } catch (py::error_already_set& e) {
+    throw_type(name, ": the buffer protocol export failed: ", e.what());
+  }
   std::string fmt = info->format;
   size_t pos = 0;
   while (pos < fmt.size() && (fmt[pos] == '@' || fmt[pos] == '=' || fmt[pos] == '<' || fmt[pos] == '|')) ++pos;
@@ -90,12 +110,13 @@ TensorView from_buffer(py::handle obj, const char* name, Keep& keep) {
   v.writable = !info->readonly;
   v.shape.assign(info->shape.begin(), info->shape.end());
   set_strides_from_bytes(v, std::vector<int64_t>(info->strides.begin(), info->strides.end()), name);
+  check_extents(v, name);
   keep.objects.push_back(py::reinterpret_borrow<py::object>(obj));
   keep.buffers.push_back(std::move(info));
   return v;
 }
 
-TensorView from_cai(py::handle obj, const char* name, Keep& keep) {
+TensorView from_cai_unchecked(py::handle obj, const char* name, Keep& keep) {
   py::dict cai = obj.attr("__cuda_array_interface__");
   TensorView v;
   v.device = Device::kCUDA;
@@ -116,6 +137,7 @@ TensorView from_cai(py::handle obj, const char* name, Keep& keep) {
     set_contiguous_strides(v);
   }
   if (cai.contains("mask") && !cai["mask"].is_none()) throw_value(name, ": masked arrays are not supported");
+  check_extents(v, name);
 #ifdef INSTCOLOR_WITH_CUDA
   v.device_id = v.numel() > 0 ? cuda::pointer_device(v.data) : -1;
   if (v.numel() > 0 && v.device_id < 0)
@@ -123,6 +145,22 @@ TensorView from_cai(py::handle obj, const char* name, Keep& keep) {
 #endif
   keep.objects.push_back(py::reinterpret_borrow<py::object>(obj));
   return v;
+}
+
+// A foreign object's interface dict may be anything: missing keys, wrong types, numbers out of
+// range. Every such problem becomes one TypeError naming the argument.
+TensorView from_cai(py::handle obj, const char* name, Keep& keep) {
+  try {
+    return from_cai_unchecked(obj, name, keep);
+  } catch (const ValueError&) {
+    throw;
+  } catch (const TypeError&) {
+    throw;
+  } catch (py::error_already_set& e) {
+    throw_type(name, ": malformed __cuda_array_interface__: ", e.what());
+  } catch (const std::exception& e) {
+    throw_type(name, ": malformed __cuda_array_interface__: ", e.what());
+  }
 }
 
 TensorView from_dlpack(py::handle obj, const char* name, Keep& keep, std::uintptr_t stream) {
@@ -161,12 +199,14 @@ TensorView from_dlpack(py::handle obj, const char* name, Keep& keep, std::uintpt
   v.dtype = dtype_from_kind(kind, t.dtype.bits / 8, name,
                             "(DLPack code " + std::to_string(t.dtype.code) + ", bits " + std::to_string(t.dtype.bits) + ")");
   if (t.ndim < 0 || t.ndim > 16) throw_value(name, ": bad DLPack ndim ", t.ndim);
+  if (t.ndim > 0 && t.shape == nullptr) throw_value(name, ": DLPack tensor without a shape");
   v.shape.assign(t.shape, t.shape + t.ndim);
   if (t.strides != nullptr) {
     v.strides.assign(t.strides, t.strides + t.ndim);
   } else {
     set_contiguous_strides(v);
   }
+  check_extents(v, name);
   v.data = static_cast<char*>(t.data) + t.byte_offset;
   keep.objects.push_back(cap);  // the capsule owns the DLManagedTensor until it is collected
   keep.objects.push_back(py::reinterpret_borrow<py::object>(obj));

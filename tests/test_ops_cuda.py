@@ -208,3 +208,48 @@ def test_cupy_family():
     got = ops.rgb_to_lab(cupy.asarray(img), 16)
     assert isinstance(got, cupy.ndarray)
     np.testing.assert_allclose(cupy.asnumpy(got), ops.rgb_to_lab(img, 16), rtol=0, atol=ATOL)
+
+
+# ----------------------------------------------------------------------------- host tables, graphs
+def test_large_tables_span_several_parameter_chunks():
+    """Resampling tables far above one kernel-parameter chunk (~32 KB): every chunk must land."""
+    rng = np.random.default_rng(11)
+    img = rng.integers(0, 256, (2000, 3000, 3), dtype=np.uint8)  # ~47 KB of coefficients at S = 256
+    np.testing.assert_allclose(host(ops.rgb_to_lab(cu(img), 256)), ops.rgb_to_lab(img, 256), rtol=0, atol=ATOL)
+    H, W = 300, 400
+    small = img[:H, :W].copy()
+    x0, y0 = rng.integers(0, W // 2, 600), rng.integers(0, H // 2, 600)
+    boxes = np.stack([x0, y0, x0 + rng.integers(1, W // 2, 600), y0 + rng.integers(1, H // 2, 600)], 1)
+    np.testing.assert_allclose(host(ops.roi_crop_resize(cu(small), boxes, 32)), ops.roi_crop_resize(small, boxes, 32),
+                               rtol=0, atol=ATOL)
+
+
+def test_ops_capture_in_a_cuda_graph_and_replay():
+    """The ops enqueue no host-to-device copy (the tables travel as kernel parameters), so they
+    can be captured; a replay after new pixels are written into the static inputs recomputes."""
+    rng = np.random.default_rng(12)
+    img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    boxes = np.array([[3, 4, 60, 70], [50, 10, 119, 89], [0, 0, 1, 1]], np.float64)
+    args = _fuse_case(rng, 2, 8, 16, 16, 16, 16, [2, 3])
+    s_img, feats = cu(img), [cu(a) for a in args[:4]]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture (memory pool, lazy module load)
+        ops.rgb_to_lab(s_img, 64), ops.roi_crop_resize(s_img, boxes, 32), ops.fuse_instances(*feats, *args[4:])
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        full = ops.rgb_to_lab(s_img, 64)
+        crops = ops.roi_crop_resize(s_img, boxes, 32)
+        fused = ops.fuse_instances(*feats, *args[4:])
+    img2 = rng.integers(0, 256, img.shape, dtype=np.uint8)
+    new = _fuse_case(rng, 2, 8, 16, 16, 16, 16, [2, 3])
+    s_img.copy_(cu(img2))
+    for t, a in zip(feats, new[:4]):
+        t.copy_(cu(a))
+    g.replay()
+    g.replay()  # twice: the captured tables must still be valid
+    np.testing.assert_allclose(host(full), ops.rgb_to_lab(img2, 64), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(host(crops), ops.roi_crop_resize(img2, boxes, 32), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(host(fused), _ref(*new[:4], *args[4:]), rtol=0, atol=ATOL)

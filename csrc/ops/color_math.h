@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #if defined(__CUDACC__)
 #define IC_HD __host__ __device__ __forceinline__
@@ -58,16 +59,36 @@ IC_HD float fpow(float a, float b) {
 // Python literals -> float32, exactly as torch converts a wrapped scalar.
 #define IC_F(x) static_cast<float>(x)
 
+IC_HD float qnan() {
+#ifdef __CUDA_ARCH__
+  return __int_as_float(0x7fc00000);
+#else
+  return std::numeric_limits<float>::quiet_NaN();
+#endif
+}
+
+// Every piecewise function of the official code evaluates BOTH branches and blends them,
+// a * mask + b * (1 - mask) with mask in {0, 1}: the branch not taken still contributes
+// (value * 0), which is NaN when that value is infinite or NaN (a negative base to a fractional
+// power, an overflow). Out-of-domain inputs (negative / infinite / huge) therefore give NaN there;
+// the functions below reproduce that exactly while evaluating pow only for the branch taken
+// (the untaken pow's finiteness is decided from its base). Inputs in the documented ranges never
+// reach these cases and give the plain piecewise result.
+
 // sRGB component in [0, 1] -> linear.
 IC_HD float srgb_to_linear(float v) {
-  return v > IC_F(0.04045) ? fpow(fdiv(fadd(v, IC_F(0.055)), IC_F(1.055)), IC_F(2.4)) : fdiv(v, IC_F(12.92));
+  const float lin = fdiv(v, IC_F(12.92));
+  if (v > IC_F(0.04045)) return fadd(fpow(fdiv(fadd(v, IC_F(0.055)), IC_F(1.055)), IC_F(2.4)), fmul(lin, 0.0f));
+  return fdiv(fadd(v, IC_F(0.055)), IC_F(1.055)) < 0.0f ? qnan() : lin;  // pow(negative, 2.4) = NaN
 }
 
 // Linear of the 8-bit level k (k / 255 computed in float32, as uint8_to_float does).
 IC_HD float u8_to_linear(int k) { return srgb_to_linear(fdiv(static_cast<float>(k), IC_F(255.0))); }
 
 IC_HD float lab_f(float t) {
-  return t > IC_F(0.008856) ? fpow(t, IC_F(1 / 3.0)) : fadd(fmul(IC_F(7.787), t), IC_F(16.0 / 116.0));
+  const float lin = fadd(fmul(IC_F(7.787), t), IC_F(16.0 / 116.0));
+  if (t > IC_F(0.008856)) return fadd(fpow(t, IC_F(1 / 3.0)), fmul(lin, 0.0f));
+  return t < 0.0f ? qnan() : lin;  // pow(negative, 1/3) = NaN
 }
 
 // Linear RGB -> normalised L ((L - 50) / 100).
@@ -96,13 +117,18 @@ IC_HD void linear_to_norm_lab(float r, float g, float b, float& Ln, float& an, f
 }
 
 IC_HD float lab_finv(float t) {
-  return t > IC_F(0.2068966) ? fmul(fmul(t, t), t) : fdiv(fsub(t, IC_F(16.0 / 116.0)), IC_F(7.787));
+  const float cube = fmul(fmul(t, t), t);  // torch's x ** 3.0 is x * x * x
+  const float lin = fdiv(fsub(t, IC_F(16.0 / 116.0)), IC_F(7.787));
+  return t > IC_F(0.2068966) ? fadd(cube, fmul(lin, 0.0f)) : fadd(fmul(cube, 0.0f), lin);
 }
 
 IC_HD float clamp_min0(float v) { return v < 0.0f ? 0.0f : v; }  // NaN passes, like torch.clamp
 
+// v >= 0 or NaN (clamped by the caller); the gamma branch is finite for v <= 0.0031308.
 IC_HD float linear_to_srgb(float v) {
-  return v > IC_F(0.0031308) ? fsub(fmul(IC_F(1.055), fpow(v, IC_F(1.0 / 2.4))), IC_F(0.055)) : fmul(IC_F(12.92), v);
+  const float lin = fmul(IC_F(12.92), v);
+  if (v > IC_F(0.0031308)) return fadd(fsub(fmul(IC_F(1.055), fpow(v, IC_F(1.0 / 2.4))), IC_F(0.055)), fmul(lin, 0.0f));
+  return lin;
 }
 
 // Normalised Lab -> sRGB (clamped at 0 only, the official lab2rgb).
@@ -149,15 +175,18 @@ inline const LinearLut& linear_lut() {
   return lut;
 }
 
-// PyTorch bilinear (align_corners=False) source index rule for one output coordinate.
-// scale = float(in) / float(out); src = scale * (dst + 0.5) - 0.5 clamped at 0;
+// PyTorch bilinear (align_corners=False) source index rule for one output coordinate
+// (ATen compute_source_index_and_lambda). in == out: i0 = i1 = dst, l0 = 1, l1 = 0 (a plain copy:
+// a neighbour is never touched, so an infinite / NaN neighbour does not leak in as 0 * inf).
+// Otherwise scale = float(in) / float(out); src = scale * (dst + 0.5) - 0.5 clamped at 0;
 // i0 = int(src), i1 = i0 + (i0 < in - 1), l1 = clamp(src - i0, 0, 1), l0 = 1 - l1.
 struct LinearTap {
   int i0, i1;
   float l0, l1;
 };
 
-IC_HD LinearTap linear_tap(int dst, int in_size, float scale) {
+IC_HD LinearTap linear_tap(int dst, int in_size, int out_size, float scale) {
+  if (in_size == out_size) return LinearTap{dst, dst, 1.0f, 0.0f};
   float src = fsub(fmul(scale, fadd(static_cast<float>(dst), 0.5f)), 0.5f);
   if (src < 0.0f) src = 0.0f;
   LinearTap t;

@@ -67,8 +67,10 @@ FusePlan check_fuse_instances(const TensorView& bg_feat, const TensorView& bg_lo
   for (int64_t i = 0; i < p.M; ++i) {
     const int64_t* r = info + 6 * i;
     const int64_t left = r[0], right = r[1], top = r[2], bottom = r[3], width = r[4], height = r[5];
-    if (width < 1 || height < 1 || left < 0 || right < 0 || top < 0 || bottom < 0 || left + width + right != p.W ||
-        top + height + bottom != p.H)
+    // Each term is bounded before the sums are formed: arbitrary int64 rows must not overflow them.
+    const bool terms_ok = width >= 1 && height >= 1 && left >= 0 && right >= 0 && top >= 0 && bottom >= 0 &&
+                          left <= p.W && width <= p.W && right <= p.W && top <= p.H && height <= p.H && bottom <= p.H;
+    if (!terms_ok || left + width + right != p.W || top + height + bottom != p.H)
       throw_value(op, ": box_info[", i, "] = [", left, ", ", right, ", ", top, ", ", bottom, ", ", width, ", ", height,
                   "] does not describe a non-empty box inside the ", p.W, "x", p.H,
                   " map (need pads >= 0, width/height >= 1, left + width + right == W, top + height + bottom == H)");

@@ -30,8 +30,10 @@ CUDA. Device inputs run the CUDA kernels (when compiled: :func:`cuda_compiled`; 
 ``cupy.cuda.Stream`` -- or, by default, on the current stream of the input's library
 (``torch.cuda.current_stream(device)`` / ``cupy.cuda.get_current_stream()``). Results are produced
 asynchronously on that stream, like any torch/cupy op. Each op is one kernel launch per call
-(plus, for roi_crop_resize / rgb_to_lab with ``size`` / fuse_instances, one small stream-ordered upload
-of the host-built tables).
+(plus, for roi_crop_resize / rgb_to_lab with ``size`` / fuse_instances, one tiny launch that writes
+the host-built tables -- resampling coefficients, boxes -- into a stream-ordered allocation from its
+kernel parameters: no host-to-device copy, so a call never waits for the stream, and the ops can
+be captured in a CUDA graph).
 
 Validation. Everything (dtype, shape, device, box bounds, box_info consistency) is checked before any
 kernel runs, in Python and again in C++; bad arguments raise ``TypeError`` (dtype / kind) or
@@ -151,12 +153,16 @@ def _family(x, name: str) -> tuple[_Family, Any]:
             import cupy
         except ImportError:
             cupy = None
-        if cupy is not None:
-            x = cupy.asarray(x)
-            return _Family("cupy", True, x.device.id, x), x
-        import torch
+        try:
+            if cupy is not None:
+                x = cupy.asarray(x)
+                return _Family("cupy", True, x.device.id, x), x
+            import torch
 
-        x = torch.as_tensor(x, device="cuda")
+            x = torch.as_tensor(x, device="cuda")
+        except Exception as e:  # noqa: BLE001 - a malformed interface, or no CUDA-capable torch/cupy here
+            raise ValueError(f"{name}: cannot use this __cuda_array_interface__ object ({type(x).__name__}; "
+                             f"needs cupy or a CUDA build of torch): {type(e).__name__}: {e}") from None
         return _Family("torch", True, x.device, x), x
     if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
@@ -167,6 +173,20 @@ def _family(x, name: str) -> tuple[_Family, Any]:
     if x.dtype == object:
         raise TypeError(f"{name}: expected a numeric array, got an object array")
     return _Family("numpy", False), x
+
+
+def _as_array(x, name: str):
+    """A secondary argument as-is when it is an array of any family, else ``numpy.asarray(x)``;
+    TypeError naming the argument when it cannot be converted (ragged lists, ...)."""
+    x = _adopt_dlpack(x)
+    if _is_torch(x) or _is_cupy(x) or hasattr(x, "__cuda_array_interface__") or isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
+    try:
+        return np.asarray(x)
+    except Exception as e:  # noqa: BLE001
+        raise TypeError(f"{name}: cannot be converted to an array ({type(x).__name__}): {e}") from None
 
 
 def _np_dtype(x) -> np.dtype:
@@ -231,9 +251,17 @@ def _host_numpy(x, name: str) -> np.ndarray:
     if _is_cupy(x):
         return x.get()
     if hasattr(x, "__cuda_array_interface__"):
-        import cupy
+        try:
+            try:
+                import cupy
+            except ImportError:
+                import torch
 
-        return cupy.asarray(x).get()
+                return torch.as_tensor(x, device="cuda").cpu().numpy()
+            return cupy.asarray(x).get()
+        except Exception as e:  # noqa: BLE001 - a malformed interface, or no CUDA-capable torch/cupy here
+            raise ValueError(f"{name}: cannot read this __cuda_array_interface__ object ({type(x).__name__}): "
+                             f"{type(e).__name__}: {e}") from None
     try:
         a = np.asarray(x)
     except Exception as e:  # noqa: BLE001
@@ -372,7 +400,7 @@ def _boxes_array(boxes, name: str = "boxes") -> np.ndarray:
     b = _host_numpy(boxes, name)
     if b.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be a numeric (M, 4) array, got dtype {b.dtype}")
-    if b.size == 0 and b.ndim <= 2:
+    if b.size == 0 and (b.ndim == 1 or b.shape == (0, 4)):  # [] or (0, 4): no boxes; (3, 0) is an error
         b = b.reshape(0, 4)
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"{name} must have shape (M, 4) xyxy, got {tuple(b.shape)}")
@@ -385,7 +413,7 @@ def _index_array(x, m: int, name: str, default_zero: bool, what: str) -> np.ndar
             raise ValueError(f"{name} is required {what}")
         return np.zeros(m, np.int64)
     a = _host_numpy(x, name)
-    if a.size == 0 and m == 0:
+    if a.shape == (0,) and m == 0:  # e.g. [] (float64 by default)
         return np.zeros(0, np.int64)
     if a.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
@@ -511,7 +539,7 @@ def _fuse_check_shapes(shapes: dict, B: int, C: int, H: int, W: int) -> tuple[in
 def _fuse_tables(box_info, inst_image, B: int, H: int, W: int, M: int) -> tuple[np.ndarray, np.ndarray]:
     """Validated host copies of box_info (M, 6) and inst_image (M,), both int64."""
     info = _host_numpy(box_info, "box_info")
-    if info.size == 0 and M == 0:  # e.g. [] (float64 by default)
+    if M == 0 and (info.shape == (0,) or (info.shape == (0, 6) and info.dtype.kind == "f")):  # e.g. []
         info = np.zeros((0, 6), np.int64)
     if info.dtype.kind not in "iu":
         raise TypeError(f"box_info must be an integer array, got dtype {info.dtype}")
@@ -622,9 +650,7 @@ def fuse_instances(bg_feat, bg_logit, inst_feat, inst_logit, box_info, inst_imag
         raise TypeError("bg_feat: float16 fusion is only implemented on CUDA; use float32 on the host")
     arrays = {"bg_logit": bg_logit, "inst_feat": inst_feat, "inst_logit": inst_logit}
     for name, a in arrays.items():
-        a = _adopt_dlpack(a)
-        if not (_is_torch(a) or _is_cupy(a) or hasattr(a, "__cuda_array_interface__")):
-            a = np.asarray(a)
+        a = _as_array(a, name)
         if _np_dtype(a) != dt:
             raise TypeError(f"{name} is {_dtype_name(a)} but bg_feat is {_dtype_name(bg_feat)} "
                             "(features and logits must share one dtype)")
@@ -669,9 +695,7 @@ def compose(image, ab, *, stream=None):
         raise TypeError(f"image must be uint8, got {_dtype_name(image)}")
     if len(_shape(image)) != 3 or _shape(image)[2] != 3:
         raise ValueError(f"image must have shape (H, W, 3), got {_shape(image)}")
-    ab = _adopt_dlpack(ab)
-    if not (_is_torch(ab) or _is_cupy(ab) or hasattr(ab, "__cuda_array_interface__")):
-        ab = np.asarray(ab)
+    ab = _as_array(ab, "ab")
     _require_float(ab, "ab", allow_half=True)
     a = _squeeze_lead(_contig(ab, fam, "ab", np.dtype(np.float32)), 3, "ab", "(2, h, w)")
     if a.shape[0] != 2 or a.shape[1] < 1 or a.shape[2] < 1:
@@ -690,9 +714,7 @@ def compose_processed(full_L, ab, *, stream=None):
     fam, full_L = _family(full_L, "full_L")
     _check_cuda(fam, "compose_processed")
     _require_float(full_L, "full_L", allow_half=True)
-    ab = _adopt_dlpack(ab)
-    if not (_is_torch(ab) or _is_cupy(ab) or hasattr(ab, "__cuda_array_interface__")):
-        ab = np.asarray(ab)
+    ab = _as_array(ab, "ab")
     _require_float(ab, "ab", allow_half=True)
     L = _contig(full_L, fam, "full_L", np.dtype(np.float32))
     if L.ndim == 2:

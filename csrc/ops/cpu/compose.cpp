@@ -14,7 +14,7 @@ void compose_cpu(const TensorView& image, const TensorView& ab, const TensorView
   const int64_t H = image.size(0), W = image.size(1), h = ab.size(1), w = ab.size(2);
   const float sy = color::linear_scale(h, H), sx = color::linear_scale(w, W);
   std::vector<color::LinearTap> tx(static_cast<size_t>(W));
-  for (int64_t x = 0; x < W; ++x) tx[x] = color::linear_tap(static_cast<int>(x), static_cast<int>(w), sx);
+  for (int64_t x = 0; x < W; ++x) tx[x] = color::linear_tap(static_cast<int>(x), static_cast<int>(w), static_cast<int>(W), sx);
   const color::LinearLut& lut = color::linear_lut();
   const uint8_t* img = image.ptr<uint8_t>();
   const float* A = ab.ptr<float>();
@@ -22,7 +22,7 @@ void compose_cpu(const TensorView& image, const TensorView& ab, const TensorView
   uint8_t* o = out.ptr<uint8_t>();
 #pragma omp parallel for schedule(static)
   for (int64_t y = 0; y < H; ++y) {
-    const color::LinearTap ty = color::linear_tap(static_cast<int>(y), static_cast<int>(h), sy);
+    const color::LinearTap ty = color::linear_tap(static_cast<int>(y), static_cast<int>(h), static_cast<int>(H), sy);
     const float *a0 = A + ty.i0 * w, *a1 = A + ty.i1 * w, *b0 = Bp + ty.i0 * w, *b1 = Bp + ty.i1 * w;
     const uint8_t* src = img + y * W * 3;
     uint8_t* dst = o + y * W * 3;

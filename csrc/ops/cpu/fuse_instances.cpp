@@ -56,7 +56,7 @@ void fuse_instances_cpu(const TensorView& bg_feat, const TensorView& bg_logit, c
     XTable& t = xt[i];
     t.x0.resize(width), t.x1.resize(width), t.l0.resize(width), t.l1.resize(width);
     for (int64_t d = 0; d < width; ++d) {
-      const color::LinearTap tap = color::linear_tap(static_cast<int>(d), static_cast<int>(w), p.scale[2 * i]);
+      const color::LinearTap tap = color::linear_tap(static_cast<int>(d), static_cast<int>(w), static_cast<int>(width), p.scale[2 * i]);
       t.x0[d] = tap.i0, t.x1[d] = tap.i1, t.l0[d] = tap.l0, t.l1[d] = tap.l1;
     }
   }
@@ -87,7 +87,8 @@ void fuse_instances_cpu(const TensorView& bg_feat, const TensorView& bg_logit, c
         const int64_t top = p.box[4 * i + 1], height = p.box[4 * i + 3];
         row_cov[j] = y >= top && y < top + height;
         if (row_cov[j]) {
-          ty[j] = color::linear_tap(static_cast<int>(y - top), static_cast<int>(h), p.scale[2 * i + 1]);
+          ty[j] = color::linear_tap(static_cast<int>(y - top), static_cast<int>(h), static_cast<int>(height),
+                                      p.scale[2 * i + 1]);
           sample_row(IL + static_cast<int64_t>(i) * hw, w, ty[j], xt[i], p.box[4 * i + 2], lg.data() + j * W);
         }
       }

@@ -17,7 +17,7 @@ __global__ void compose_kernel(const uint8_t* __restrict__ img, const float* __r
   const int p = blockIdx.x * blockDim.x + threadIdx.x;
   if (p >= H * W) return;
   const int y = p / W, x = p - y * W;
-  const color::LinearTap ty = color::linear_tap(y, h, sy), tx = color::linear_tap(x, w, sx);
+  const color::LinearTap ty = color::linear_tap(y, h, H, sy), tx = color::linear_tap(x, w, W, sx);
   const float* A = ab;
   const float* Bq = ab + h * w;
   const int r0 = ty.i0 * w, r1 = ty.i1 * w;

@@ -1,4 +1,4 @@
-// Helpers shared by the CUDA ops: error checks, device guard, stream-ordered metadata upload.
+// Helpers shared by the CUDA ops: error checks, device guard, stream-ordered table upload.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -40,13 +40,24 @@ class DeviceGuard {
   bool restore_ = false;
 };
 
-// Device copy of a small host table, allocated and freed in stream order (cudaMallocAsync /
-// cudaFreeAsync; falls back to cudaMalloc + stream synchronisation where pools are unsupported).
-// The host buffer may be released as soon as upload() returns (pageable H2D copies are staged).
+// Writes `bytes` (a multiple of 4) of host memory to device memory `dst` on `stream` WITHOUT a
+// host-to-device copy: the data travel as the by-value parameter of a tiny copy kernel (chunks of
+// up to ~32 KB, the CUDA 12.1+ parameter limit; one launch for the tables of a typical call).
+// The driver copies kernel parameters when the launch is enqueued, so the call never waits for
+// the stream (a pageable cudaMemcpyAsync does), the host buffer may be freed as soon as it returns,
+// and under CUDA-graph capture the values are baked into the captured kernel node (a captured
+// memcpy would re-read the since-freed host buffer at every replay). Defined in device.cu.
+void upload_by_params(void* dst, const void* host, size_t bytes, cudaStream_t stream);
+
+// Device copy of a small host table (resampling coefficients, crop plans, fusion boxes), allocated
+// and freed in stream order (cudaMallocAsync / cudaFreeAsync, both capturable; falls back to
+// cudaMalloc + a stream synchronisation at release where memory pools are unsupported) and filled
+// by upload_by_params. `host` may be released as soon as the constructor returns.
 class DeviceTable {
  public:
   DeviceTable(const void* host, size_t bytes, cudaStream_t stream) : stream_(stream) {
     if (bytes == 0) return;
+    if (bytes % 4 != 0) throw std::logic_error("DeviceTable: size must be a multiple of 4 bytes");
     cudaError_t e = cudaMallocAsync(&ptr_, bytes, stream_);
     if (e == cudaErrorNotSupported) {
       cudaGetLastError();
@@ -55,9 +66,21 @@ class DeviceTable {
     } else {
       check(e, "cudaMallocAsync");
     }
-    check(cudaMemcpyAsync(ptr_, host, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
+    try {
+      upload_by_params(ptr_, host, bytes, stream_);
+    } catch (...) {
+      release();
+      throw;
+    }
   }
-  ~DeviceTable() {
+  ~DeviceTable() { release(); }
+  DeviceTable(const DeviceTable&) = delete;
+  DeviceTable& operator=(const DeviceTable&) = delete;
+  template <typename T>
+  const T* get() const { return static_cast<const T*>(ptr_); }
+
+ private:
+  void release() noexcept {
     if (!ptr_) return;
     if (async_) {
       cudaFreeAsync(ptr_, stream_);
@@ -65,13 +88,8 @@ class DeviceTable {
       cudaStreamSynchronize(stream_);
       cudaFree(ptr_);
     }
+    ptr_ = nullptr;
   }
-  DeviceTable(const DeviceTable&) = delete;
-  DeviceTable& operator=(const DeviceTable&) = delete;
-  template <typename T>
-  const T* get() const { return static_cast<const T*>(ptr_); }
-
- private:
   void* ptr_ = nullptr;
   cudaStream_t stream_;
   bool async_ = true;

@@ -62,8 +62,8 @@ fuse_instances_kernel(const T* __restrict__ F, const T* __restrict__ BL, const T
       const int left = __ldg(box + 4 * i), top = __ldg(box + 4 * i + 1);
       const int width = __ldg(box + 4 * i + 2), height = __ldg(box + 4 * i + 3);
       if (x >= left && x < left + width && y >= top && y < top + height) {
-        const color::LinearTap tx = color::linear_tap(x - left, w, __ldg(scale + 2 * i));
-        const color::LinearTap ty = color::linear_tap(y - top, h, __ldg(scale + 2 * i + 1));
+        const color::LinearTap tx = color::linear_tap(x - left, w, width, __ldg(scale + 2 * i));
+        const color::LinearTap ty = color::linear_tap(y - top, h, height, __ldg(scale + 2 * i + 1));
         in_union = true;
         const int base = ty.i0 * w + tx.i0, dx = tx.i1 - tx.i0, dy = (ty.i1 - ty.i0) * w;
         off[j] = i * C * hw + base;
