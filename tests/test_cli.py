@@ -128,6 +128,17 @@ def test_init_weights_then_colorize(tmp_path, capsys):
     _write(src)
     assert main(["colorize", str(src), "-o", str(tmp_path / "o"), "--weights", str(w), "--size", "16"]) == 0
     assert main(["init-weights", str(w), "--width", "2"]) == 2
+    # --width and --seed are used: the same seed gives the same nets, another seed other nets
+    import torch
+
+    from instcolor.models import load_nets
+
+    assert main(["init-weights", str(tmp_path / "w1"), "--width", "0.125", "--seed", "1"]) == 0
+    assert main(["init-weights", str(tmp_path / "w2"), "--width", "0.125", "--seed", "2"]) == 0
+    a, b, c = (load_nets(tmp_path / n)["full"] for n in ("w", "w1", "w2"))
+    assert a.width == 0.125
+    wa, wb, wc = (n.state_dict()["model1.0.weight"] for n in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
 def test_detector_option(tmp_path, tiny_weights_dir, capsys):
