@@ -13,6 +13,7 @@ GOLDEN = SHARED / "golden"
 NEEDS_GOLDEN = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden vectors not found at {GOLDEN} (../shared beside the checkout)")
 GOLDEN_CASES = sorted(GOLDEN.glob("v*.npz")) if GOLDEN.is_dir() else []
 SEEDS = {"full": 101, "instance": 102, "fusion": 103}  # GComp, G, GF visible seeds
+GOLDEN_NET_NAMES = {"full": "GComp", "instance": "G", "fusion": "GF"}
 # What the tests read from ../shared; without them those tests skip, except in CI (see below).
 SHARED_NEEDED = ("golden/color_conversion.npz", "golden/v*.npz", "models/yolox_nano_coco_416.onnx")
 
@@ -27,15 +28,22 @@ def missing_shared(root: Path = SHARED) -> list[str]:
 
 
 def pytest_sessionstart(session):
-    """CI always has ../shared: there a missing copy fails the run instead of silently skipping the
-    golden, detector and photo tests. Locally (CI unset) those tests skip with a reason."""
+    """CI always has ../shared and the onnx extra: there a missing copy fails the run instead of
+    silently skipping the golden, detector, export and photo tests. Locally (CI unset) those tests
+    skip with a reason."""
+    if not _in_ci():
+        return
     missing = missing_shared()
-    if _in_ci() and missing:
+    if missing:
         raise pytest.UsageError(
             f"CI is set but the shared test data is missing under {SHARED}: {', '.join(missing)}. "
             "CI must provide ../shared beside the checkout (golden vectors, the YOLOX-Nano model); "
             "unset CI to run with those tests skipped.")
-GOLDEN_NET_NAMES = {"full": "GComp", "instance": "G", "fusion": "GF"}
+    import importlib.util
+
+    absent = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if absent:  # CI installs .[onnx,test]; without them the export, backend and detector tests would skip
+        raise pytest.UsageError(f"CI is set but {', '.join(absent)} is not installed: pip install '.[onnx,test]'")
 
 
 @pytest.fixture(scope="session", autouse=True)
