@@ -54,7 +54,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "INSTCOLOR_MAX_PIXELS"
 
-#: Output formats of :func:`write_image` and their file suffixes.
+#: Output formats of :func:`write_image` / :func:`encode_image` and their file suffixes.
 SUFFIX_FOR_FORMAT = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 
 _ORIENTATION_TAG = 0x0112
@@ -604,57 +604,60 @@ def output_format_for(input_format: str) -> str:
     return "jpg" if str(input_format).upper() in ("JPEG", "MPO") else "png"
 
 
-def _exif_with_prefix(exif) -> bytes | None:
+def _exif_with_prefix(exif, who: str = "write_image") -> bytes | None:
     if exif is None:
         return None
     if not isinstance(exif, (bytes, bytearray)):
-        raise TypeError(f"write_image: exif must be bytes, got {type(exif).__name__}")
+        raise TypeError(f"{who}: exif must be bytes, got {type(exif).__name__}")
     exif = bytes(exif)
     if not exif:
         return None
     return exif if exif.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + exif
 
 
-def _check_quality(quality, fmt: str) -> int:
+def _check_quality(quality, fmt: str, who: str = "write_image") -> int:
     default = {"jpg": 95, "webp": 90}.get(fmt)
     if quality is None:
         return default
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-        raise ValueError(f"write_image: quality must be a whole number 1-100, got {quality!r}")
+        raise ValueError(f"{who}: quality must be a whole number 1-100, got {quality!r}")
     return int(quality)
 
 
-def write_image(path, rgb, *, format: str = "png", quality: int | None = None, exif: bytes | None = None,
-                alpha: np.ndarray | None = None, icc_srgb: bool = True) -> None:
-    """Write ``rgb`` (H, W, 3) sRGB to ``path`` atomically (never a partial file at ``path``).
+def encode_image(rgb, *, format: str = "png", quality: int | None = None, exif: bytes | None = None,
+                 alpha: np.ndarray | None = None, icc_srgb: bool = True) -> bytes:
+    """Encode ``rgb`` (H, W, 3) sRGB as an image file in memory -> its bytes.
 
-    ``format``: "png", "jpg" or "webp". ``rgb`` uint8, or uint16 with png (a 16-bit PNG).
+    ``format``: "png", "jpg" (or "jpeg") or "webp". ``rgb`` uint8, or uint16 with png (a 16-bit PNG).
     ``quality``: JPEG (default 95, 4:4:4 chroma) / WebP (default 90); ignored for png.
     ``alpha`` (H, W): re-attached for png / webp (RGBA), dropped for jpg; uint8, or uint16 with a
     uint16 ``rgb`` (a uint8 alpha is widened by 257 there, a uint16 alpha beside uint8 rgb rounded
     to 8 bits). ``exif``: an EXIF block (with or without the ``Exif\\0\\0`` prefix) written as is.
-    ``icc_srgb``: embed an sRGB ICC profile (when Pillow has ImageCms)."""
-    from ._fileio import atomic_path
+    ``icc_srgb``: embed an sRGB ICC profile (when Pillow has ImageCms). ValueError / TypeError
+    for arguments that do not fit."""
+    return _encode(rgb, format, quality, exif, alpha, icc_srgb, "encode_image")
 
+
+def _encode(rgb, format, quality, exif, alpha, icc_srgb, who: str) -> bytes:
     fmt = str(format).lower()
     fmt = "jpg" if fmt == "jpeg" else fmt
     if fmt not in SUFFIX_FOR_FORMAT:
-        raise ValueError(f"write_image: format must be one of {sorted(SUFFIX_FOR_FORMAT)}, got {format!r}")
+        raise ValueError(f"{who}: format must be one of {sorted(SUFFIX_FOR_FORMAT)}, got {format!r}")
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise ValueError(f"write_image: rgb must be (H, W, 3), got {rgb.shape}")
+        raise ValueError(f"{who}: rgb must be (H, W, 3), got {rgb.shape}")
     if rgb.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"write_image: rgb must be uint8 or uint16, got {rgb.dtype}")
+        raise TypeError(f"{who}: rgb must be uint8 or uint16, got {rgb.dtype}")
     if rgb.dtype == np.uint16 and fmt != "png":
-        raise ValueError(f"write_image: 16-bit output needs format 'png', not {format!r}")
-    q = _check_quality(quality, fmt)
-    exif_bytes = _exif_with_prefix(exif)
+        raise ValueError(f"{who}: 16-bit output needs format 'png', not {format!r}")
+    q = _check_quality(quality, fmt, who)
+    exif_bytes = _exif_with_prefix(exif, who)
     if alpha is not None and fmt != "jpg":
         alpha = np.asarray(alpha)
         if alpha.shape != rgb.shape[:2]:
-            raise ValueError(f"write_image: alpha must be {rgb.shape[:2]} like the image, got {alpha.shape}")
+            raise ValueError(f"{who}: alpha must be {rgb.shape[:2]} like the image, got {alpha.shape}")
         if alpha.dtype not in (np.uint8, np.uint16):
-            raise TypeError(f"write_image: alpha must be uint8 or uint16, got {alpha.dtype}")
+            raise TypeError(f"{who}: alpha must be uint8 or uint16, got {alpha.dtype}")
         if rgb.dtype == np.uint16 and alpha.dtype == np.uint8:
             alpha = alpha.astype(np.uint16) * 257
         elif rgb.dtype == np.uint8 and alpha.dtype == np.uint16:
@@ -662,12 +665,8 @@ def write_image(path, rgb, *, format: str = "png", quality: int | None = None, e
     else:
         alpha = None
     icc = srgb_icc_bytes() if icc_srgb else None
-    path = Path(path)
     if rgb.dtype == np.uint16:
-        data = _png16(rgb, alpha, icc, exif_bytes)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-        return
+        return _png16(rgb, alpha, icc, exif_bytes)
     from PIL import Image
 
     pixels = rgb if alpha is None else np.concatenate((rgb, alpha[:, :, None]), axis=2)
@@ -685,8 +684,21 @@ def write_image(path, rgb, *, format: str = "png", quality: int | None = None, e
         pil_format = "WEBP"
     else:
         pil_format = "PNG"
-    with atomic_path(path) as tmp:
-        im.save(tmp, format=pil_format, **opts)
+    buf = io.BytesIO()
+    im.save(buf, format=pil_format, **opts)
+    return buf.getvalue()
+
+
+def write_image(path, rgb, *, format: str = "png", quality: int | None = None, exif: bytes | None = None,
+                alpha: np.ndarray | None = None, icc_srgb: bool = True) -> None:
+    """Write ``rgb`` (H, W, 3) sRGB to ``path`` atomically (never a partial file at ``path``):
+    the bytes of :func:`encode_image` (same arguments, same rules), written to a temporary name
+    and renamed."""
+    from ._fileio import atomic_path
+
+    data = _encode(rgb, format, quality, exif, alpha, icc_srgb, "write_image")
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(data)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
