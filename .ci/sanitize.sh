@@ -49,13 +49,15 @@ if [ -z "${RUNTIMES// /}" ]; then
 fi
 echo "sanitize.sh: $SO built with -fsanitize=$SANITIZE in ${t_build}s; preloading: $RUNTIMES"
 
+# --capture=sys: pytest captures only Python's sys.stdout/stderr, so a sanitizer report (written
+# to file descriptor 2 just before the process stops) reaches the log instead of a lost capture.
 status=0
 (
   export LD_PRELOAD="$RUNTIMES"
   export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-  "$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_ops_fuzz.py
+  "$PY" -m pytest -q -p no:cacheprovider --capture=sys tests/test_ops.py tests/test_ops_fuzz.py
 ) || status=$?
 echo "sanitize.sh: finished in $((SECONDS - t0))s (build ${t_build}s), pytest exit status $status"
 exit $status

@@ -72,19 +72,18 @@ void set_contiguous_strides(TensorView& v) {
   }
 }
 
-// Extents from a foreign producer: non-negative, and the element count (and byte size) must fit
-// int64 so that numel() and every offset computed from it are defined.
+// Extents from a foreign producer: non-negative, and the product of the non-zero extents (in
+// bytes) must fit int64, so that numel(), contiguous strides and every offset derived from them
+// are defined -- even for an empty array, whose strides are still computed.
 void check_extents(const TensorView& v, const char* name) {
   constexpr int64_t kMaxBytes = int64_t(1) << 62;
-  int64_t n = 1;
+  int64_t n = dtype_size(v.dtype);
   for (int64_t s : v.shape) {
     if (s < 0) throw_value(name, ": negative extent in shape ", shape_str(v.shape));
-    if (s != 0 && n > kMaxBytes / s) n = kMaxBytes + 1;  // saturate; an empty dimension still wins below
-    else n *= s;
+    if (s == 0) continue;
+    if (n > kMaxBytes / s) throw_value(name, ": shape ", shape_str(v.shape), " is too large");
+    n *= s;
   }
-  for (int64_t s : v.shape)
-    if (s == 0) return;
-  if (n > kMaxBytes / dtype_size(v.dtype)) throw_value(name, ": shape ", shape_str(v.shape), " is too large");
 }
 
 TensorView from_buffer(py::handle obj, const char* name, Keep& keep) {
@@ -125,6 +124,7 @@ TensorView from_cai_unchecked(py::handle obj, const char* name, Keep& keep) {
   if (typestr.size() < 3) throw_type(name, ": bad __cuda_array_interface__ typestr '", typestr, "'");
   if (typestr[0] == '>') throw_type(name, ": big-endian arrays are not supported");
   v.dtype = dtype_from_kind(typestr[1], std::stoll(typestr.substr(2)), name, "'" + typestr + "'");
+  check_extents(v, name);  // before any stride arithmetic
   py::tuple data = cai["data"];
   v.data = reinterpret_cast<void*>(data[0].cast<std::uintptr_t>());
   v.writable = !data[1].cast<bool>();
@@ -137,7 +137,6 @@ TensorView from_cai_unchecked(py::handle obj, const char* name, Keep& keep) {
     set_contiguous_strides(v);
   }
   if (cai.contains("mask") && !cai["mask"].is_none()) throw_value(name, ": masked arrays are not supported");
-  check_extents(v, name);
 #ifdef INSTCOLOR_WITH_CUDA
   v.device_id = v.numel() > 0 ? cuda::pointer_device(v.data) : -1;
   if (v.numel() > 0 && v.device_id < 0)
@@ -201,12 +200,12 @@ TensorView from_dlpack(py::handle obj, const char* name, Keep& keep, std::uintpt
   if (t.ndim < 0 || t.ndim > 16) throw_value(name, ": bad DLPack ndim ", t.ndim);
   if (t.ndim > 0 && t.shape == nullptr) throw_value(name, ": DLPack tensor without a shape");
   v.shape.assign(t.shape, t.shape + t.ndim);
+  check_extents(v, name);  // before any stride arithmetic
   if (t.strides != nullptr) {
     v.strides.assign(t.strides, t.strides + t.ndim);
   } else {
     set_contiguous_strides(v);
   }
-  check_extents(v, name);
   v.data = static_cast<char*>(t.data) + t.byte_offset;
   keep.objects.push_back(cap);  // the capsule owns the DLManagedTensor until it is collected
   keep.objects.push_back(py::reinterpret_borrow<py::object>(obj));

@@ -690,7 +690,8 @@ class FakeCAI:
 @FUZZ
 @given(data=st.data())
 def test_fuzz_native_malformed_cuda_array_interface(data):
-    shape = data.draw(st.sampled_from([(2, 3), (-1, 4), (2**62, 2**62), (2**40, 2**40, 2**40), ("a", 3), None]))
+    shape = data.draw(st.sampled_from([(2, 3), (-1, 4), (2**62, 2**62), (2**40, 2**40, 2**40), (0, 2**40, 2**40),
+                                       (2**64, 1), ("a", 3), None]))
     cai = {"shape": shape, "typestr": data.draw(st.sampled_from(["<f4", "<f", "<fz", "<f99999999999999999999",
                                                                  ">f4", "|u1", "<c8", 5])),
            "data": data.draw(st.sampled_from([(0, False), (2**64 - 1, False), (-1, True), None, (0,)])),
