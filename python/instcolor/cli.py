@@ -457,8 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate import add_eval_parser
     from .models.bundle_cli import add_bundle_parser
     from .serve.cli import add_serve_parser
+    from .video.cli import add_video_parsers
 
     add_eval_parser(sub)
+    add_video_parsers(sub)
     add_serve_parser(sub)
     add_bundle_parser(sub)
     for p in sub.choices.values():

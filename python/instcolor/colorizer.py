@@ -114,6 +114,19 @@ class Colorizer:
         abs_ = run_batch(self.backend, prepared)
         return [compose_result(p, ab, *m, ops=self.ops) for p, ab, m in zip(prepared, abs_, meta)]
 
+    # ------------------------------------------------------------------ video
+    def colorize_video(self, frames, hints=None, **options):
+        """Colorize a sequence of frames: a generator yielding (H, W, 3) uint8 frames in order.
+
+        ``frames``: any iterable of (H, W, 3) or (H, W) uint8 arrays of one size, read lazily.
+        ``hints``: None, a hints file or a list of :class:`instcolor.video.VideoHint`. ``options``:
+        fields of :class:`instcolor.video.VideoOptions` (``size``, ``detect_every``,
+        ``stabilize="flow"|"none"``, ``batch_size``, ...). Needs OpenCV (``pip install 'instcolor[video]'``)
+        for the optical flow. See :func:`instcolor.video.colorize_frames`."""
+        from .video import VideoOptions, colorize_frames
+
+        return colorize_frames(frames, self, VideoOptions(**options), hints=hints)
+
 
 def _selected_extras(boxes, scores, labels):
     """Scores / labels in the order :func:`prepare.select_boxes` uses the boxes."""

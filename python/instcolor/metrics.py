@@ -302,3 +302,211 @@ def lpips_distance(pred: np.ndarray, gt: np.ndarray) -> float:
 
     with torch.no_grad():
         return float(model(to_tensor(pred), to_tensor(gt)).reshape(-1)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# video: temporal consistency (CDC, warping error)
+
+#: Frame distances of the colour distribution consistency (TCVC, Liu et al. 2021), weighted equally.
+CDC_DILATIONS = (1, 2, 4)
+#: Forward-backward consistency and motion-boundary constants of Lai et al. 2018 (after Ruder et al. 2016).
+OCCLUSION_FB_RATIO, OCCLUSION_FB_BIAS = 0.01, 0.5
+OCCLUSION_MB_RATIO, OCCLUSION_MB_BIAS = 0.01, 0.002
+
+
+def rgb_histograms(rgb: np.ndarray) -> np.ndarray:
+    """(3, 256) float64: the 256-bin histogram of each RGB channel of ``rgb`` (H, W, 3) uint8,
+    divided by the pixel count (each row sums to 1)."""
+    rgb = _check_rgb(rgb, "rgb")
+    n = rgb.shape[0] * rgb.shape[1]
+    return np.stack([np.bincount(rgb[..., c].reshape(-1), minlength=256) for c in range(3)]).astype(np.float64) / n
+
+
+def js_divergence(p, q) -> float:
+    """Jensen-Shannon divergence (natural log) of two histograms ``p`` and ``q`` of the same length:
+    ``0.5 KL(p || m) + 0.5 KL(q || m)`` with ``m = (p + q) / 2`` after normalising each to sum 1;
+    bins where a histogram is 0 add nothing. In [0, ln 2]."""
+    p = np.asarray(p, np.float64).reshape(-1)
+    q = np.asarray(q, np.float64).reshape(-1)
+    if p.shape != q.shape or p.size == 0:
+        raise ValueError(f"js_divergence: histograms must have the same non-zero length, got {p.shape} and {q.shape}")
+    if (p < 0).any() or (q < 0).any() or not (np.isfinite(p).all() and np.isfinite(q).all()):
+        raise ValueError("js_divergence: histograms must be finite and non-negative")
+    if p.sum() <= 0 or q.sum() <= 0:
+        raise ValueError("js_divergence: a histogram sums to 0")
+    p, q = p / p.sum(), q / q.sum()
+    m = 0.5 * (p + q)
+
+    def kl(a):
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log(a[nz] / m[nz])))
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+class ColorDistributionConsistency:
+    """Streaming CDC (colour distribution consistency, TCVC: Liu et al. 2021) of one video.
+
+    For each dilation d in ``dilations`` and each channel c of R, G, B: the mean over t of
+    ``JS(h_c(t), h_c(t + d))`` of the frames' 256-bin channel histograms (:func:`rgb_histograms`,
+    :func:`js_divergence`); CDC = the mean over the three channels of the equally weighted sum over
+    the dilations. Lower is more consistent. Keeps only the last ``max(dilations)`` histograms."""
+
+    def __init__(self, dilations=CDC_DILATIONS):
+        self.dilations = tuple(int(d) for d in dilations)
+        if not self.dilations or min(self.dilations) < 1:
+            raise ValueError(f"dilations must be integers >= 1, got {dilations!r}")
+        from collections import deque
+
+        self._recent = deque(maxlen=max(self.dilations))
+        self._sums = {d: np.zeros(3) for d in self.dilations}
+        self._pairs = dict.fromkeys(self.dilations, 0)
+        self.frames = 0
+
+    def add(self, rgb: np.ndarray) -> None:
+        h = rgb_histograms(rgb)
+        for d in self.dilations:
+            if len(self._recent) >= d:
+                old = self._recent[-d]
+                self._sums[d] += [js_divergence(old[c], h[c]) for c in range(3)]
+                self._pairs[d] += 1
+        self._recent.append(h)
+        self.frames += 1
+
+    def per_dilation(self) -> dict[int, float]:
+        """{d: mean over channels and pairs of the JS divergence at distance d}."""
+        self._need_pairs()
+        return {d: float(self._sums[d].mean() / self._pairs[d]) for d in self.dilations}
+
+    def value(self) -> float:
+        self._need_pairs()
+        w = 1.0 / len(self.dilations)
+        per_channel = sum(w * self._sums[d] / self._pairs[d] for d in self.dilations)
+        return float(np.mean(per_channel))
+
+    def _need_pairs(self) -> None:
+        if any(self._pairs[d] == 0 for d in self.dilations):
+            raise ValueError(f"CDC needs at least {max(self.dilations) + 1} frames (dilations "
+                             f"{', '.join(map(str, self.dilations))}), got {self.frames}")
+
+
+def color_distribution_consistency(frames, dilations=CDC_DILATIONS) -> float:
+    """CDC of a sequence of (H, W, 3) uint8 frames (see :class:`ColorDistributionConsistency`)."""
+    acc = ColorDistributionConsistency(dilations)
+    for f in frames:
+        acc.add(f)
+    return acc.value()
+
+
+def _check_flow(flow, name: str, hw=None) -> np.ndarray:
+    if not isinstance(flow, np.ndarray) or flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"{name}: expected an (H, W, 2) flow array, got {getattr(flow, 'shape', type(flow).__name__)}")
+    if hw is not None and flow.shape[:2] != tuple(hw):
+        raise ValueError(f"{name}: flow is {flow.shape[:2]} but the frames are {tuple(hw)}")
+    if not np.isfinite(flow).all():
+        raise ValueError(f"{name}: flow contains NaN or infinity")
+    return flow.astype(np.float64, copy=False)
+
+
+def warp_backward(img: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``img`` (H, W) or (H, W, C) at ``x + flow(x)`` with bilinear interpolation.
+
+    ``flow`` (H, W, 2): (dx, dy) in pixels, so ``flow`` from frame a to frame b warps b onto a.
+    Returns (warped float64 of img's shape, inside (H, W) bool: the sample lies within the image;
+    outside, the warped value is 0)."""
+    flow = _check_flow(flow, "flow")
+    h, w = flow.shape[:2]
+    if img.shape[:2] != (h, w):
+        raise ValueError(f"img is {img.shape[:2]} but flow is {(h, w)}")
+    src = img.astype(np.float64, copy=False)
+    if src.ndim == 2:
+        src = src[..., None]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    x = xs + flow[..., 0]
+    y = ys + flow[..., 1]
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    x = np.clip(x, 0, w - 1)
+    y = np.clip(y, 0, h - 1)
+    x0 = np.minimum(np.floor(x).astype(np.int64), max(w - 2, 0))
+    y0 = np.minimum(np.floor(y).astype(np.int64), max(h - 2, 0))
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx = (x - x0)[..., None]
+    fy = (y - y0)[..., None]
+    out = ((1 - fy) * ((1 - fx) * src[y0, x0] + fx * src[y0, x1])
+           + fy * ((1 - fx) * src[y1, x0] + fx * src[y1, x1]))
+    out[~inside] = 0.0
+    return (out[..., 0] if img.ndim == 2 else out), inside
+
+
+def flow_occlusion(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
+    """(H, W) bool, True where a pixel of frame a is occluded in frame b (Lai et al. 2018, after
+    Ruder et al. 2016), from ``flow_ab`` (a -> b, at a's pixels) and ``flow_ba`` (b -> a, at b's pixels):
+
+    * forward-backward inconsistency: ``|F(x) + B(x + F(x))|² > 0.01 (|F(x)|² + |B(x + F(x))|²) + 0.5``
+      with F = flow_ab and B = flow_ba sampled bilinearly at ``x + F(x)``;
+    * motion boundary: ``|∂F|² > 0.01 |F|² + 0.002`` with forward differences of F (0 on the last
+      row / column);
+    * and pixels whose ``x + F(x)`` lies outside the frame.
+    """
+    f = _check_flow(flow_ab, "flow_ab")
+    b = _check_flow(flow_ba, "flow_ba", f.shape[:2])
+    b_at, inside = warp_backward(b, f)
+    fb = np.sum((f + b_at) ** 2, axis=2)
+    occluded = fb > OCCLUSION_FB_RATIO * (np.sum(f ** 2, axis=2) + np.sum(b_at ** 2, axis=2)) + OCCLUSION_FB_BIAS
+    du = np.zeros_like(f)
+    dv = np.zeros_like(f)
+    du[:, :-1] = f[:, :-1] - f[:, 1:]
+    dv[:-1, :] = f[:-1, :] - f[1:, :]
+    grad = np.sum(du ** 2 + dv ** 2, axis=2)
+    boundary = grad > OCCLUSION_MB_RATIO * np.sum(f ** 2, axis=2) + OCCLUSION_MB_BIAS
+    return occluded | boundary | ~inside
+
+
+class WarpingError:
+    """Streaming warping error (Lai et al. 2018) of one video.
+
+    For each pair (t, t+1): frame t+1 is warped back to t along ``flow_fw`` (t -> t+1, at t's pixels;
+    the flow of the *reference* video, e.g. the grey input or the ground truth, the same for every
+    video compared), and the mean squared difference with frame t is taken over the RGB values in
+    [0, 1] of the non-occluded pixels (:func:`flow_occlusion` with ``flow_bw``, t+1 -> t). The
+    result is the mean over the pairs. A pair without any non-occluded pixel (a scene cut) is
+    left out and counted in ``skipped``."""
+
+    def __init__(self):
+        self._sum = 0.0
+        self.pairs = 0
+        self.skipped = 0
+
+    def add(self, frame_t: np.ndarray, frame_t1: np.ndarray, flow_fw: np.ndarray, flow_bw: np.ndarray) -> float | None:
+        """Add one pair; returns its error (None when it had no non-occluded pixel)."""
+        a, b = _check_pair(frame_t, frame_t1)
+        valid = ~flow_occlusion(_check_flow(flow_fw, "flow_fw", a.shape[:2]), flow_bw)
+        n = int(valid.sum())
+        if n == 0:
+            self.skipped += 1
+            return None
+        warped, _ = warp_backward(b.astype(np.float64) / 255.0, flow_fw)
+        diff = warped[valid] - a[valid].astype(np.float64) / 255.0
+        err = float(np.mean(diff ** 2))
+        self._sum += err
+        self.pairs += 1
+        return err
+
+    def value(self) -> float:
+        if self.pairs == 0:
+            raise ValueError("warping error: no frame pair with non-occluded pixels (need at least 2 frames)")
+        return self._sum / self.pairs
+
+
+def warping_error(frames, flows) -> float:
+    """Warping error of ``frames`` (a sequence of (H, W, 3) uint8) with ``flows``: for each pair
+    (t, t+1) a tuple (forward t -> t+1, backward t+1 -> t) of (H, W, 2) flows (see :class:`WarpingError`)."""
+    frames = list(frames)
+    flows = list(flows)
+    if len(flows) != max(len(frames) - 1, 0):
+        raise ValueError(f"warping_error: {len(frames)} frames need {max(len(frames) - 1, 0)} flow pairs, got {len(flows)}")
+    acc = WarpingError()
+    for t, (fw, bw) in enumerate(flows):
+        acc.add(frames[t], frames[t + 1], fw, bw)
+    return acc.value()

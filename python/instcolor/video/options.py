@@ -1,0 +1,99 @@
+"""Settings of a video run (one frozen dataclass) and the errors the video package raises."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: x264/x265/VPx/AV1 encoders that take a constant-rate-factor option, with their default CRF
+#: ("high quality": visually transparent for x264 at 18) and the valid range.
+CRF_CODECS = {"libx264": (18, 0, 51), "libx264rgb": (18, 0, 51), "libx265": (20, 0, 51),
+              "libvpx-vp9": (24, 0, 63), "libvpx": (10, 4, 63), "libaom-av1": (24, 0, 63),
+              "libsvtav1": (24, 0, 63)}
+STABILIZE_MODES = ("flow", "none")
+FLOW_PRESETS = ("ultrafast", "fast", "medium")
+
+
+class VideoError(ValueError):
+    """A video that cannot be read or written (unreadable, truncated, corrupt, unsupported), or bad
+    video settings; the message names the file or the setting."""
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a video is colorized. Every field has a default; ``VideoOptions(stabilize="none")``.
+
+    Processing
+      size            processing size S (None: the colorizer's default, e.g. 128 for the starter weights)
+      detect_every    run the detector on every N-th frame and at scene cuts; the tracker carries the
+                      boxes in between (only when the colorizer has a detector)
+      max_instances   at most this many tracked boxes per frame (0..8)
+      stabilize       "flow": blend ab along the optical flow (see :mod:`instcolor.video.stabilize`);
+                      "none": every frame exactly as :meth:`Colorizer.colorize` colours it
+      blend           weight of the flow-warped previous ab at non-occluded pixels (0..1)
+      flow_preset     OpenCV DIS preset for the processing-resolution flow
+      scene_threshold grey-histogram distance (0..1, half the L1 distance) above which a frame starts
+                      a new scene: stabiliser, tracker and tracked hints restart
+      batch_size      frames per pass of the nets
+      queue_size      bound of every queue between the stages (frames held at once ~ stages x this)
+    Output (files)
+      codec, crf, preset, pix_fmt   video encoder; crf None = the codec's default in CRF_CODECS;
+                      pix_fmt None = yuv420p (yuv444p for odd sizes)
+      copy_streams    copy audio and subtitle streams (packets as they are)
+      fps             frame rate for a folder of frames (their timestamps are index / fps)
+      progress        show a progress bar on stderr
+    """
+
+    size: int | None = None
+    detect_every: int = 5
+    max_instances: int = 8
+    stabilize: str = "flow"
+    blend: float = 0.8
+    flow_preset: str = "fast"
+    scene_threshold: float = 0.5
+    batch_size: int = 4
+    queue_size: int = 4
+    codec: str = "libx264"
+    crf: int | None = None
+    preset: str | None = "veryfast"
+    pix_fmt: str | None = None
+    copy_streams: bool = True
+    fps: float = 25.0
+    progress: bool = False
+    encoder_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        def bad(what):
+            raise VideoError(f"VideoOptions: {what}")
+
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 8 or self.size % 8):
+            bad(f"size must be a positive multiple of 8, got {self.size!r}")
+        if not isinstance(self.detect_every, int) or self.detect_every < 1:
+            bad(f"detect_every must be an integer >= 1, got {self.detect_every!r}")
+        if not isinstance(self.max_instances, int) or not 0 <= self.max_instances <= 8:
+            bad(f"max_instances must be in 0..8, got {self.max_instances!r}")
+        if self.stabilize not in STABILIZE_MODES:
+            bad(f"stabilize must be one of {', '.join(STABILIZE_MODES)}, got {self.stabilize!r}")
+        if not 0.0 <= float(self.blend) <= 1.0:
+            bad(f"blend must be in [0, 1], got {self.blend!r}")
+        if self.flow_preset not in FLOW_PRESETS:
+            bad(f"flow_preset must be one of {', '.join(FLOW_PRESETS)}, got {self.flow_preset!r}")
+        if not 0.0 < float(self.scene_threshold) <= 1.0:
+            bad(f"scene_threshold must be in (0, 1], got {self.scene_threshold!r}")
+        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
+            bad(f"batch_size must be in 1..64, got {self.batch_size!r}")
+        if not isinstance(self.queue_size, int) or not 1 <= self.queue_size <= 256:
+            bad(f"queue_size must be in 1..256, got {self.queue_size!r}")
+        if not (float(self.fps) > 0 and float(self.fps) <= 1000):
+            bad(f"fps must be in (0, 1000], got {self.fps!r}")
+        if self.crf is not None:
+            if self.codec not in CRF_CODECS:
+                bad(f"crf applies to the encoders {', '.join(sorted(CRF_CODECS))}, not {self.codec}")
+            _, lo, hi = CRF_CODECS[self.codec]
+            if not isinstance(self.crf, int) or not lo <= self.crf <= hi:
+                bad(f"crf for {self.codec} must be an integer in {lo}..{hi}, got {self.crf!r}")
+
+    @property
+    def effective_crf(self) -> int | None:
+        if self.crf is not None:
+            return self.crf
+        entry = CRF_CODECS.get(self.codec)
+        return entry[0] if entry else None

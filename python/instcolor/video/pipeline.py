@@ -1,0 +1,327 @@
+"""The video pipeline: a reader thread and one thread per stage, joined by bounded queues.
+
+::
+
+    source (decode)  ->  AnalyseStage  ->  NetsStage  ->  ComposeStage  ->  caller (encode / yield)
+                  queue            queue          queue             queue
+
+* **AnalyseStage** — lightness at processing size, scene cuts, optical flow, detector every N frames
+  + tracker, hints, network inputs (crops, hint planes).
+* **NetsStage** — ``batch_size`` frames per pass of the nets (``run_batch`` of the colorizer's backend).
+* **ComposeStage** — temporal stabilisation of ab, then composition at full resolution with the
+  input's own L (the same native op as :meth:`Colorizer.colorize`).
+
+Stages are plain objects (``process(item) -> list``, ``finish() -> list``) driven by
+:class:`StageRunner`; they start no threads and keep their per-video state (tracker, stabiliser,
+flow) on their one thread. Every queue is bounded (``queue_size``), so memory does not grow with the
+video's length; end of stream is a sentinel. Every wait has a timeout and checks a stop event: the
+first error in any thread (KeyboardInterrupt included) stops all of them, and the caller re-raises
+it once the threads are joined.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from .. import prepare as _prepare
+from ..pipeline import compose_result, prepare_image, run_batch
+from .flow import DisFlow, grey_histogram, grey_of_L, scene_distance
+from .hints import HintSchedule
+from .options import VideoOptions
+from .source import FrameItem
+from .stabilize import FlowStabilizer
+from .track import BoxTracker, DetectionSchedule
+
+_END = object()
+POLL_S = 0.1        # how often a blocked put/get looks at the stop event
+JOIN_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Work:
+    """What AnalyseStage attaches to a frame for the later stages."""
+
+    prepared: _prepare.Prepared
+    grey: np.ndarray                     # (S, S) uint8 lightness
+    flows: tuple | None                  # (previous -> this, this -> previous) at S x S, or None
+    cut: bool                            # this frame starts a scene (or the video)
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    track_ids: np.ndarray | None = None
+    ab: np.ndarray | None = None
+
+
+class Stage:
+    name = "stage"
+
+    def __init__(self):
+        self.busy_s = 0.0
+        self.frames = 0
+
+    def process(self, item: FrameItem) -> list[FrameItem]:
+        raise NotImplementedError
+
+    def finish(self) -> list[FrameItem]:
+        return []
+
+
+class AnalyseStage(Stage):
+    """Lightness, scene cuts, flow, detection + tracking, hints -> network inputs (see module docstring)."""
+
+    name = "analyse"
+
+    def __init__(self, colorizer, options: VideoOptions, size: int, hints: HintSchedule | None = None):
+        super().__init__()
+        self.ops = colorizer.ops
+        self.detector = colorizer.detector if options.max_instances > 0 else None
+        self.options = options
+        self.size = size
+        self.hints = hints or HintSchedule()
+        self.need_flow = options.stabilize == "flow" or self.detector is not None or self.hints.needs_flow
+        self.flow = DisFlow(options.flow_preset) if self.need_flow else None
+        self.tracker = BoxTracker(max_tracks=options.max_instances) if self.detector is not None else None
+        self.schedule = DetectionSchedule(options.detect_every)
+        self._prev_grey = None
+        self._prev_hist = None
+        self.cuts = 0
+        self.detections = 0
+        self.detect_s = 0.0
+        self.flow_s = 0.0
+
+    def _full_L(self, img: np.ndarray) -> np.ndarray:
+        if self.ops is not None:
+            return self.ops.rgb_to_lab(img, size=self.size)[:1]
+        return prepare_image(img, np.zeros((0, 4), np.int64), (), self.size, None).full_L
+
+    def _prepared(self, img, full_L, boxes, hints) -> _prepare.Prepared:
+        """What :func:`instcolor.pipeline.prepare_image` gives, reusing the lightness already computed."""
+        if self.ops is None:
+            return prepare_image(img, boxes, hints, self.size, None)
+        h, w = img.shape[:2]
+        hint_ab, hint_mask = _prepare.hint_planes(hints, self.size, (h, w))
+        return _prepare.Prepared(image=img, size=self.size, full_rgb_u8=None, full_L=full_L, hint_ab=hint_ab,
+                                 hint_mask=hint_mask, boxes=boxes,
+                                 crop_L=self.ops.roi_crop_resize(img, boxes, self.size),
+                                 box_info=_prepare.box_info_levels(boxes, (h, w), self.size))
+
+    def process(self, item: FrameItem) -> list[FrameItem]:
+        if not item.is_frame:
+            return [item]
+        img = item.rgb
+        hw = img.shape[:2]
+        full_L = self._full_L(img)
+        grey = grey_of_L(full_L)
+        hist = grey_histogram(grey)
+        cut = self._prev_hist is None or scene_distance(self._prev_hist, hist) > self.options.scene_threshold
+        if cut and self._prev_hist is not None:
+            self.cuts += 1
+        flows = None
+        if self.flow is not None and not cut:
+            t0 = time.perf_counter()
+            flows = self.flow.pair(self._prev_grey, grey)
+            self.flow_s += time.perf_counter() - t0
+        self._prev_grey, self._prev_hist = grey, hist
+        fw = flows[0] if flows is not None else None
+        scores = labels = ids = None
+        if self.tracker is not None:
+            if cut:
+                self.tracker.reset()
+            self.tracker.predict(fw, hw)
+            if self.schedule.due(item.index, cut):
+                t0 = time.perf_counter()
+                det = self.detector(img)
+                self.detect_s += time.perf_counter() - t0
+                self.detections += 1
+                self.tracker.correct(det.boxes, det.scores, det.labels)
+            boxes, scores, labels, ids = self.tracker.current(hw)
+        else:
+            boxes = np.zeros((0, 4), np.float32)
+        hints = self.hints.at(item.index, hw, fw)
+        sel = _prepare.select_boxes(boxes, None, hw, name=f"frame {item.index}: boxes")
+        item.work = Work(self._prepared(img, full_L, sel, hints), grey, flows, cut, scores, labels, ids)
+        return [item]
+
+
+class NetsStage(Stage):
+    """Runs the nets on ``batch_size`` frames at a time; a side-only item flushes the batch first."""
+
+    name = "nets"
+
+    def __init__(self, colorizer, batch_size: int):
+        super().__init__()
+        self.backend = colorizer.backend
+        self.batch_size = batch_size
+        self._pending: list[FrameItem] = []
+
+    def _flush(self) -> list[FrameItem]:
+        batch, self._pending = self._pending, []
+        if batch:
+            for it, ab in zip(batch, run_batch(self.backend, [it.work.prepared for it in batch])):
+                it.work.ab = ab
+        return batch
+
+    def process(self, item: FrameItem) -> list[FrameItem]:
+        if not item.is_frame:
+            return self._flush() + [item]
+        self._pending.append(item)
+        return self._flush() if len(self._pending) >= self.batch_size else []
+
+    def finish(self) -> list[FrameItem]:
+        return self._flush()
+
+
+class ComposeStage(Stage):
+    """Stabilises ab (``stabilize="flow"``) and composes the full-resolution frame."""
+
+    name = "compose"
+
+    def __init__(self, colorizer, options: VideoOptions):
+        super().__init__()
+        self.ops = colorizer.ops
+        self.stabilizer = FlowStabilizer(options.blend) if options.stabilize == "flow" else None
+        self.stabilize_s = 0.0
+
+    def process(self, item: FrameItem) -> list[FrameItem]:
+        if not item.is_frame:
+            return [item]
+        w = item.work
+        ab = w.ab
+        if self.stabilizer is not None:
+            t0 = time.perf_counter()
+            if w.cut:
+                self.stabilizer.reset()
+            ab = self.stabilizer.push(ab, w.grey, w.flows)
+            self.stabilize_s += time.perf_counter() - t0
+        item.out = compose_result(w.prepared, ab, w.scores, w.labels, ops=self.ops).rgb
+        item.rgb = None
+        item.work = None
+        return [item]
+
+
+class StageRunner:
+    """Runs ``source`` in a reader thread and each stage in its own thread; iterate it for the results
+    in order (see the module docstring). ``stats()`` gives the busy seconds of each thread."""
+
+    def __init__(self, source: Iterable[FrameItem], stages: list[Stage], queue_size: int = 4):
+        self.source = source
+        self.stages = stages
+        self.queue_size = queue_size
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self.read_s = 0.0
+        self.frames_read = 0
+
+    # ------------------------------------------------------------------ blocking helpers
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue):
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _fail(self, e: BaseException) -> None:
+        self._errors.append(e)
+        self._stop.set()
+
+    # ------------------------------------------------------------------ threads
+    def _read(self, out: queue.Queue) -> None:
+        it = iter(self.source)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                self.read_s += time.perf_counter() - t0
+                self.frames_read += item.is_frame
+                if not self._put(out, item):
+                    return
+            self._put(out, _END)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, which re-raises it
+            self._fail(e)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _run_stage(self, stage: Stage, inq: queue.Queue, out: queue.Queue) -> None:
+        try:
+            while True:
+                item = self._get(inq)
+                if item is _END:
+                    if self._stop.is_set():
+                        return
+                    t0 = time.perf_counter()
+                    rest = stage.finish()
+                    stage.busy_s += time.perf_counter() - t0
+                    for r in rest:
+                        if not self._put(out, r):
+                            return
+                    self._put(out, _END)
+                    return
+                t0 = time.perf_counter()
+                results = stage.process(item)
+                stage.busy_s += time.perf_counter() - t0
+                stage.frames += item.is_frame
+                for r in results:
+                    if not self._put(out, r):
+                        return
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, which re-raises it
+            self._fail(e)
+
+    def __iter__(self):
+        queues = [queue.Queue(maxsize=self.queue_size) for _ in range(len(self.stages) + 1)]
+        threads = [threading.Thread(target=self._read, args=(queues[0],), name="instcolor-video-read", daemon=True)]
+        for i, st in enumerate(self.stages):
+            threads.append(threading.Thread(target=self._run_stage, args=(st, queues[i], queues[i + 1]),
+                                            name=f"instcolor-video-{st.name}", daemon=True))
+        for t in threads:
+            t.start()
+        finished = False
+        try:
+            while True:
+                item = self._get(queues[-1])
+                if item is _END:
+                    break
+                yield item
+            finished = not self._errors
+        finally:
+            self._stop.set()
+            for q in queues:  # unblock producers stuck on a full queue
+                try:
+                    while True:
+                        q.get_nowait()
+                except queue.Empty:
+                    pass
+            deadline = time.monotonic() + JOIN_TIMEOUT_S
+            for t in threads:
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._errors:
+            raise self._errors[0]
+        if not finished:  # pragma: no cover - the loop only ends at _END or by an error
+            raise RuntimeError("video pipeline stopped without a result")
+
+    def stats(self) -> dict:
+        out = {"read": {"busy_s": self.read_s, "frames": self.frames_read}}
+        for st in self.stages:
+            out[st.name] = {"busy_s": st.busy_s, "frames": st.frames}
+        return out
