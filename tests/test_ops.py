@@ -642,3 +642,76 @@ def test_native_ops_broken_import_is_an_error_when_required(fresh_native_import)
     fresh_native_import.setenv("INSTCOLOR_REQUIRE_NATIVE", "yes")
     with pytest.raises(NativeUnavailableError, match="undefined symbol"):
         Colorizer(object())
+
+
+# ----------------------------------------------------------------------------- fuzz-found regressions
+# Each case below was found by tests/test_ops_fuzz.py (and .ci/sanitize.sh); kept deterministic here.
+def test_regression_box_info_int64_overflow_is_an_error_not_ub():
+    """left + width + right overflowed int64 in the C++ check (UBSan: signed integer overflow)."""
+    from instcolor import _native
+
+    f = _fuse_args()
+    out = np.zeros((1, 4, 8, 8), np.float32)
+    for row in ([2**63 - 1, 0, 0, 0, 1, 8], [0, 2**63 - 1, 0, 0, 8, 8], [0, 0, 2**62, 2**62, 8, 8],
+                [0, 0, 0, 0, 2**63 - 1, 8]):
+        with pytest.raises(ValueError, match=r"box_info\[0\]"):
+            _native.fuse_instances(*f[:4], np.array([row], np.int64), f[5], out)
+
+
+def test_regression_out_of_domain_colour_values_follow_the_reference():
+    """The official piecewise functions blend both branches (a * mask + b * (1 - mask)), so a
+    negative RGB, an infinite value or a huge one gives NaN there; the kernels returned numbers."""
+    rgb = np.array([-0.5, -0.06, -0.01, 0.0, 0.5, 1.0, np.inf, 1e30, -np.inf], np.float32)
+    x = np.stack([rgb, rgb[::-1], np.roll(rgb, 3)])[:, None, :]  # (3, 1, 9)
+    want = color.rgb_to_lab(torch.from_numpy(x)[None])[0].numpy()
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    np.testing.assert_allclose(ops.rgb_to_lab(x), want, rtol=1e-5, atol=ATOL_LAB, equal_nan=True)
+    lab = np.stack([np.array([0.2, 1e13, -1e13, np.inf, 0.0, 3e37, -0.9], np.float32)] * 3)[:, None, :]
+    lab[1] = lab[1][:, ::-1]
+    want = color.lab_to_rgb(torch.from_numpy(lab)[None])[0].numpy()
+    np.testing.assert_allclose(ops.lab_to_rgb(lab), want, rtol=1e-5, atol=ATOL_LAB, equal_nan=True)
+
+
+def test_regression_bilinear_same_size_axis_never_reads_the_neighbour():
+    """PyTorch copies an axis whose size does not change (weight 0 on a neighbour is never applied,
+    so a NaN there stays out); the kernels multiplied it by 0 and spread NaN."""
+    img = np.array([[[95, 130, 194]], [[217, 207, 235]]], np.uint8)  # H = h = 2, W = 1 from w = 2
+    ab = np.array([[[-0.14, -0.28], [np.nan, 0.19]], [[1.0, 0.06], [0.14, 0.03]]], np.float32)
+    got = ops.compose(img, ab)
+    want = compose_ref.compose_reference(img, np.nan_to_num(ab, nan=0.0))  # row 0 never sees the NaN of row 1
+    np.testing.assert_array_equal(got[0], want[0])
+    bg = np.zeros((1, 1, 2, 2), np.float32)
+    fi = np.array([[[[1.5, 2.0], [np.nan, 4.0]]]], np.float32)  # box of the feature's own size: a copy
+    got = ops.fuse_instances(bg, bg[:, :1], fi, np.ones((1, 1, 2, 2), np.float32), np.array([[0, 0, 0, 0, 2, 2]]))
+    want = _fuse_ref(bg, bg[:, :1], fi, np.ones((1, 1, 2, 2), np.float32), np.array([[0, 0, 0, 0, 2, 2]]),
+                     np.zeros(1, np.int64))
+    np.testing.assert_allclose(got, want, rtol=0, atol=ATOL_FUSE, equal_nan=True)
+    assert np.isfinite(got[0, 0, 0]).all() and np.isnan(got[0, 0, 1, 0])
+
+
+def test_regression_malformed_inputs_name_the_argument():
+    from instcolor import _native
+
+    with pytest.raises(TypeError, match="ab: cannot be converted"):
+        ops.compose(np.zeros((4, 4, 3), np.uint8), [[1, 2], [3]])
+    with pytest.raises(TypeError, match="inst_feat: cannot be converted"):
+        ops.fuse_instances(*_fuse_args()[:2], [[1], [2, 3]], *_fuse_args()[3:])
+    with pytest.raises(ValueError, match=r"boxes must have shape \(M, 4\)"):
+        ops.roi_crop_resize(IMG, np.zeros((3, 0)), 8)  # was taken for "no boxes"
+    with pytest.raises(ValueError, match="box_info must have shape"):
+        ops.fuse_instances(*_fuse_args(M=0)[:4], np.zeros((0, 5), np.int64), [])
+
+    class FakeCAI:
+        def __init__(self, **cai):
+            self.__cuda_array_interface__ = dict(version=3, data=(0, False), **cai)
+
+    lab = np.zeros((1, 3, 2, 2), np.float32)
+    for fake, exc in ((FakeCAI(shape=(2**62, 2**62), typestr="<f4"), ValueError),  # stride product overflowed
+                      (FakeCAI(shape=(0, 2**40, 2**40), typestr="<f4"), ValueError),
+                      (FakeCAI(shape=(-1, 3), typestr="<f4"), ValueError),
+                      (FakeCAI(shape=(1, 3), typestr="<fz"), TypeError),  # was a bare std::stoll error
+                      (FakeCAI(shape=("a", 3), typestr="<f4"), TypeError)):  # was RuntimeError (cast_error)
+        with pytest.raises(exc, match="^out: "):
+            _native.lab_to_rgb(lab, fake)
+        with pytest.raises(exc, match="^lab: "):
+            _native.lab_to_rgb(fake, lab)
