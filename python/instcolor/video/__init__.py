@@ -163,7 +163,5 @@ def colorize_file(src: str | os.PathLike, dst: str | os.PathLike, colorizer=None
     analyse = stages[0]
     stats["analyse"].update(flow_s=analyse.flow_s, detect_s=analyse.detect_s)
     stats["compose"]["stabilize_s"] = stages[2].stabilize_s
-    if getattr(source, "corrupt_frames", 0):
-        log(f"instcolor: {info.name}: {source.corrupt_frames} frame(s) were decoded with errors (damaged data)")
     return VideoResult(output=os.fspath(dst), frames=sink.frames_in, seconds=seconds, stats=stats,
                        scene_cuts=analyse.cuts, detections=analyse.detections)

@@ -158,10 +158,18 @@ class VideoFileSink:
 
     # ------------------------------------------------------------------ per frame
     def write_side(self, packets) -> None:
-        for p in packets:
-            target = self._map.get(p.stream.index)
-            if target is None or p.dts is None:
+        """Mux copied packets (:class:`instcolor.video.source.SidePacket`) as they are."""
+        av = self._av
+        for sp in packets:
+            target = self._map.get(sp.stream_index)
+            if target is None or sp.dts is None:
                 continue
+            p = av.Packet(sp.data)
+            p.pts, p.dts = sp.pts, sp.dts
+            if sp.duration:
+                p.duration = sp.duration
+            p.time_base = sp.time_base
+            p.is_keyframe = sp.keyframe
             p.stream = target
             self._out.mux(p)
 

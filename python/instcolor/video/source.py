@@ -25,6 +25,25 @@ from .options import VideoError
 COPY_TYPES = ("audio", "subtitle")
 
 
+@dataclass(frozen=True)
+class SidePacket:
+    """A demuxed packet of a stream that is copied (audio, subtitles), detached from the input
+    container (which the reader may close before the writer muxes it)."""
+
+    stream_index: int
+    data: bytes
+    pts: int | None
+    dts: int | None
+    duration: int | None
+    time_base: Fraction | None
+    keyframe: bool
+
+    @classmethod
+    def of(cls, packet) -> "SidePacket":
+        return cls(packet.stream.index, bytes(packet), packet.pts, packet.dts, packet.duration or None,
+                   packet.time_base, bool(packet.is_keyframe))
+
+
 @dataclass
 class FrameItem:
     """One frame on its way through the pipeline (``rgb`` None: only side packets, at the end)."""
@@ -153,18 +172,19 @@ class FileSource:
         vi = self._vs.index
         side: list = []
         decoded = 0
-        corrupt = 0
         last_end = None
         intervals = []
         try:
             for packet in self._c.demux([self._vs] + self.info.copy_streams):
                 if packet.stream.index != vi:
                     if packet.dts is not None:
-                        side.append(packet)
+                        side.append(SidePacket.of(packet))
                     continue
                 for frame in packet.decode():
+                    if frame.is_corrupt:
+                        raise VideoError(f"{name}: frame {decoded} is damaged (the decoder reported errors in "
+                                         "its data): the file is corrupt")
                     decoded += 1
-                    corrupt += bool(frame.is_corrupt)
                     if frame.pts is not None and frame.time_base is not None:
                         t = float(frame.pts * frame.time_base)
                         if last_end is not None and t > last_end[0]:
@@ -175,7 +195,6 @@ class FileSource:
         except av.error.FFmpegError as e:
             raise VideoError(f"{name}: cannot decode the video after {decoded} frame(s): {_why(e)} "
                              "(the file is corrupt or truncated)") from None
-        self.corrupt_frames = corrupt
         if self._header_frames is not None and decoded < self._header_frames:
             raise VideoError(f"{name}: truncated or damaged: its header lists {self._header_frames} frames "
                              f"but only {decoded} could be decoded")
