@@ -41,11 +41,11 @@ def scene(i: int, w: int = W, h: int = H, variant: int = 0) -> np.ndarray:
 
 
 def make_clip(path: Path, n: int = 10, rate: int = 10, audio: bool = False, pts=None, rotation: int = 0,
-              cut_at: int | None = None, size=(W, H)) -> Path:
+              cut_at: int | None = None, size=(W, H), faststart: bool = False) -> Path:
     """Encode ``n`` frames of :func:`scene` with libx264 (B-frames on) into ``path``; ``pts`` (ms)
     gives a variable frame rate; ``audio`` adds a mono AAC sine."""
     w, h = size
-    c = av.open(str(path), "w")
+    c = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None)
     vs = c.add_stream("libx264", rate=rate)
     vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
     vs.options = {"crf": "12", "preset": "fast"}
@@ -274,9 +274,13 @@ def _analyse(colorizer, frames, **kw):
 
     stage = AnalyseStage(colorizer, VideoOptions(size=SIZE, **kw), SIZE)
     works = []
+    stage.detected_at = []
     for i, f in enumerate(frames):
+        before = stage.detections
         (item,) = stage.process(FrameItem(index=i, rgb=f))
         works.append(item.work)
+        if stage.detections > before:
+            stage.detected_at.append(i)
     return stage, works
 
 
@@ -288,7 +292,7 @@ def test_detector_every_n_frames_and_at_cuts_tracker_between(tiny_weights_dir):
     frames = [scene(i, variant=int(i >= 7)) for i in range(12)]  # a hard cut at frame 7
     stage, works = _analyse(c, frames, detect_every=5)
     assert [w.cut for w in works] == [True] + [False] * 6 + [True] + [False] * 4
-    assert det.calls == 3 and stage.detections == 3   # frames 0, 5 and 7 (the cut); the next would be 12
+    assert det.calls == 3 and stage.detected_at == [0, 5, 7]   # 7: the cut; the next would be 12
     # one identity for the square through frames 0..6; its box moves with it between detections
     ids = [w.track_ids.tolist() for w in works[:7]]
     assert ids == [[0]] * 7
@@ -391,9 +395,15 @@ def test_hint_outside_the_frame_is_an_error_naming_it(plain_clip, tmp_path, tiny
 
 
 # ----------------------------------------------------------------------------- errors, interruptions
-@pytest.mark.parametrize("damage", ["truncated_mkv", "truncated_mp4", "garbage", "empty", "corrupt_mkv"])
+@pytest.mark.parametrize("damage", ["truncated_mkv", "truncated_mp4", "truncated_faststart_mp4", "garbage", "empty",
+                                    "corrupt_mkv"])
 def test_damaged_input_is_one_error_naming_it_and_no_output(clip_dir, tmp_path, tiny_colorizer, opts, damage):
-    good = make_clip(clip_dir / "long.mkv", n=30) if "mkv" in damage else make_clip(clip_dir / "long.mp4", n=30)
+    if "mkv" in damage:
+        good = make_clip(clip_dir / "long.mkv", n=30)
+    elif "faststart" in damage:  # index first: the header lists 30 frames, the data stops early
+        good = make_clip(clip_dir / "long_fs.mp4", n=30, faststart=True)
+    else:
+        good = make_clip(clip_dir / "long.mp4", n=30)
     data = good.read_bytes()
     bad = tmp_path / f"bad{good.suffix}"
     if damage.startswith("truncated"):

@@ -39,11 +39,12 @@ def test_tracker_keeps_identity_and_order_and_follows_the_flow():
     boxes, _, _, ids = t.current(hw)
     assert boxes.tolist() == [[64, 11, 84, 31], [14, 11, 34, 41]] and ids.tolist() == [0, 1]
     # detections in the other order, slightly off: matched by IoU, smoothed halfway, ids and order kept
-    t.correct([[16, 11, 36, 41], [66, 13, 86, 33]], [0.7, 0.95], [2, 1])
+    # (scores now rank track 1 above track 0: the order stays by id)
+    t.correct([[16, 11, 36, 41], [66, 13, 86, 33]], [0.95, 0.7], [2, 1])
     boxes, scores, labels, ids = t.current(hw)
     assert ids.tolist() == [0, 1] and labels.tolist() == [1, 2]
     assert boxes.tolist() == [[65, 12, 85, 32], [15, 11, 35, 41]]
-    assert scores.tolist() == pytest.approx([0.95, 0.7])
+    assert scores.tolist() == pytest.approx([0.7, 0.95])
 
 
 def test_tracker_class_aware_new_tracks_and_missed():
@@ -84,6 +85,7 @@ def test_stabiliser_blends_along_the_flow_and_keeps_occluded_pixels_fresh():
     grey = np.tile(np.arange(S, dtype=np.uint8) * 8, (S, 1))
     ab0 = np.zeros((2, S, S), np.float32)
     ab0[0, :, 10] = 1.0                             # a line at x = 10
+    ab0[1] = 0.3                                    # and a uniform b
     out0 = s.push(ab0, grey, None)
     np.testing.assert_array_equal(out0, ab0)        # first frame: as predicted
     # everything moves 2 px right; the new prediction has the line at x = 12 at half strength
@@ -92,12 +94,18 @@ def test_stabiliser_blends_along_the_flow_and_keeps_occluded_pixels_fresh():
     fw, bw = const_flow(2, 0, S, S), const_flow(-2, 0, S, S)
     ab1 = np.zeros((2, S, S), np.float32)
     ab1[0, :, 12] = 0.5
+    ab1[1] = -0.2
     out1 = s.push(ab1, grey1, (fw, bw))
     # the previous line, warped to x = 12, weighs 0.75: 0.75 * 1 + 0.25 * 0.5
     assert out1[0, 5, 12] == pytest.approx(0.875)
     assert out1[0, 5, 10] == pytest.approx(0.0)     # the old position is not smeared
+    assert out1[1, 5, 12] == pytest.approx(0.75 * 0.3 - 0.25 * 0.2)
     # pixels whose flow comes from outside the frame (x < 2) are occluded: the new prediction as is
     np.testing.assert_array_equal(out1[:, :, :2], ab1[:, :, :2])
+    # a backward flow that the forward flow contradicts (fb inconsistency) keeps the prediction too
+    s2 = FlowStabilizer(blend=0.75)
+    s2.push(ab0, grey, None)
+    np.testing.assert_array_equal(s2.push(ab1, grey, (const_flow(0, 0, S, S), bw))[:, :, 4:], ab1[:, :, 4:])
     # reset: fresh again
     s.reset()
     np.testing.assert_array_equal(s.push(ab1, grey1, (fw, bw)), ab1)

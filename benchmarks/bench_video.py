@@ -1,0 +1,206 @@
+"""End-to-end video colorization benchmark: `instcolor video` throughput, per-stage times, quality.
+
+For each clip (the first --frames frames, cut losslessly by copying packets in decode order):
+
+* **reference**: the bare per-frame rate of ``Colorizer.colorize`` on the same decoded frames, in
+  memory (no decoding, encoding or flow), measured in the same run; with a detector also the rate of
+  ``colorize`` running the detector on every frame;
+* **end to end**: ``instcolor.video.colorize_file`` on the cut clip (decode -> ... -> H.264 encode,
+  audio copied) for per-frame (``--stabilize none``) and stabilised (``flow``), without and with the
+  detector (``--detect-every 5``): frames/s, ratio to the reference, busy seconds per thread, peak RSS;
+* **quality** (unless --no-quality): ``instcolor eval-video`` of each output against the colour
+  original: CDC ratio, warping-error ratio, mean PSNR, mean colourfulness.
+
+    python benchmarks/bench_video.py --frames 120 --json out/bench_video.json
+    python benchmarks/bench_video.py --clips bottle-detection.mp4 --frames 0 --rss-only   # RSS over a long clip
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / "shared"
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class RssSampler:
+    def __init__(self, every_s: float = 0.25):
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+
+    def _run(self, every_s):
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic() - t0, rss_mib()))
+            self._stop.wait(every_s)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def cut_clip(src: Path, dst: Path, frames: int) -> int:
+    """Copy the first ``frames`` video packets (decode order, so every frame stays decodable) and the
+    audio up to the same time into ``dst`` (Matroska). 0 = the whole clip. Returns the frame count."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vs = inp.streams.video[0]
+        streams = [vs] + list(inp.streams.audio)
+        omap = {s.index: out.add_stream_from_template(s) for s in streams}
+        n, end = 0, None
+        for p in inp.demux(streams):
+            if p.dts is None:
+                continue
+            if p.stream.index == vs.index:
+                if frames and n >= frames:
+                    continue
+                n += 1
+                if p.pts is not None:
+                    t = float(p.pts * p.time_base)
+                    end = t if end is None else max(end, t)
+            elif frames and end is not None and n >= frames and float(p.dts * p.time_base) > end:
+                continue
+            p.stream = omap[p.stream.index]
+            out.mux(p)
+    with av.open(str(dst)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def decode_all(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def bare_rate(colorizer, frames, detector=None) -> float:
+    """Frames/s of Colorizer.colorize on in-memory frames (one warm-up call first)."""
+    c = colorizer
+    saved = c.detector
+    c.detector = detector
+    try:
+        c.colorize(frames[0])
+        t0 = time.perf_counter()
+        for f in frames:
+            c.colorize(f)
+        return len(frames) / (time.perf_counter() - t0)
+    finally:
+        c.detector = saved
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", default=str(SHARED / "videos"), help="folder of clips")
+    ap.add_argument("--clips", nargs="*", default=None, help="clip file names (default: every clip in --videos)")
+    ap.add_argument("--frames", type=int, default=120, help="first N frames of each clip (0 = all)")
+    ap.add_argument("--weights", default=None, help="weights folder (default: the built-in starter weights)")
+    ap.add_argument("--detector", default=str(SHARED / "models" / "yolox_nano_coco_416.onnx"),
+                    help="ONNX detector for the 'with detector' rows ('' = skip them)")
+    ap.add_argument("--configs", nargs="*", default=["none", "flow", "none+det", "flow+det"],
+                    help="end-to-end configurations: none | flow, optionally +det")
+    ap.add_argument("--batch-size", type=int, default=4, help="frames per pass of the nets")
+    ap.add_argument("--no-quality", action="store_true", help="skip eval-video of the outputs")
+    ap.add_argument("--json", default=None, help="write all results as JSON")
+    args = ap.parse_args(argv)
+
+    from instcolor import Colorizer
+    from instcolor.detect import load_detector
+    from instcolor.video import VideoOptions, colorize_file
+    from instcolor.video.evaluate import evaluate_videos
+
+    videos = Path(args.videos)
+    clips = args.clips or sorted(p.name for p in videos.iterdir() if p.suffix.lower() in (".mp4", ".mkv", ".mov"))
+    colorizer = Colorizer.from_pretrained(args.weights)
+    detector = load_detector(args.detector) if args.detector and any("+det" in c for c in args.configs) else None
+    results = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench_video_"))
+    print(f"# bench_video: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start", file=sys.stderr)
+    for clip in clips:
+        src = tmp / f"{Path(clip).stem}_cut.mkv"
+        n = cut_clip(videos / clip, src, args.frames)
+        frames = decode_all(src)
+        h, w = frames[0].shape[:2]
+        ref = bare_rate(colorizer, frames)
+        ref_det = bare_rate(colorizer, frames, detector) if detector is not None else None
+        del frames
+        row = {"clip": clip, "frames": n, "size": f"{w}x{h}", "bare_colorize_fps": ref,
+               "bare_colorize_detector_fps": ref_det, "runs": {}}
+        print(f"{clip}: {n} frames {w}x{h}; bare colorize {ref:.2f} fps"
+              + (f", with detector on every frame {ref_det:.2f} fps" if ref_det else ""), file=sys.stderr)
+        for cfg in args.configs:
+            stab, _, det = cfg.partition("+")
+            if det and detector is None:
+                continue
+            colorizer.detector = detector if det else None
+            opts = VideoOptions(stabilize=stab, detect_every=5, batch_size=args.batch_size)
+            out = tmp / f"{Path(clip).stem}_{cfg}.mp4"
+            with RssSampler() as rss:
+                r = colorize_file(src, out, colorizer, opts)
+            colorizer.detector = None
+            run = {"fps": r.fps, "ratio_to_bare": r.fps / ref, "seconds": r.seconds,
+                   "busy_s": {k: round(v.get("busy_s", 0.0), 3) for k, v in r.stats.items()},
+                   "flow_s": r.stats["analyse"].get("flow_s"), "detect_s": r.stats["analyse"].get("detect_s"),
+                   "stabilize_s": r.stats["compose"].get("stabilize_s"), "detections": r.detections,
+                   "scene_cuts": r.scene_cuts, "rss_mib_max": max(v for _, v in rss.samples),
+                   "rss_mib_first": rss.samples[0][1], "rss_mib_last": rss.samples[-1][1]}
+            if not args.no_quality:
+                q = evaluate_videos(out, src, flow_preset="fast")
+                run.update(cdc_ratio=(q["cdc"] or {}).get("ratio"), warp_ratio=(q["warp_error"] or {}).get("ratio"),
+                           psnr=q["psnr"], colorfulness=q["colorfulness_pred"], colorfulness_gt=q["colorfulness_gt"],
+                           flow=q["flow"])
+            row["runs"][cfg] = run
+            print(f"  {cfg:9s} {r.fps:6.2f} fps ({run['ratio_to_bare']:.2f}x bare)  busy s {run['busy_s']}  "
+                  f"RSS max {run['rss_mib_max']:.0f} MiB"
+                  + ("" if args.no_quality else f"  CDC ratio {run['cdc_ratio']:.3f}  PSNR {run['psnr']:.2f}  "
+                                                f"CF {run['colorfulness']:.2f}"), file=sys.stderr)
+            out.unlink(missing_ok=True)
+        results.append(row)
+        src.unlink(missing_ok=True)
+
+    # markdown
+    print("| clip | frames | size | bare colorize fps | config | end-to-end fps | × bare | decode | analyse | nets | "
+          "compose | encode | CDC ratio | PSNR | colourfulness |")
+    print("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results:
+        for cfg, run in row["runs"].items():
+            b = run["busy_s"]
+            n = row["frames"]
+
+            def ms(k):
+                return f"{1000 * b.get(k, 0) / n:.1f}"
+
+            q = ("| n/a | n/a | n/a |" if args.no_quality else
+                 f"| {run['cdc_ratio']:.3f} | {run['psnr']:.2f} | {run['colorfulness']:.2f} |")
+            print(f"| {row['clip']} | {n} | {row['size']} | {row['bare_colorize_fps']:.2f} | {cfg} | {run['fps']:.2f} | "
+                  f"{run['ratio_to_bare']:.2f} | {ms('read')} | {ms('analyse')} | {ms('nets')} | {ms('compose')} | "
+                  f"{ms('write')} {q}")
+    print("\nper-stage columns: busy ms per frame of each thread (they overlap)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
