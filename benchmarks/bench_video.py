@@ -71,7 +71,7 @@ def cut_clip(src: Path, dst: Path, frames: int) -> int:
         omap = {s.index: out.add_stream_from_template(s) for s in streams}
         n, end = 0, None
         for p in inp.demux(streams):
-            if p.dts is None:
+            if not p.size:  # the demuxer's end-of-stream packets (Matroska stores no dts for some real ones)
                 continue
             if p.stream.index == vs.index:
                 if frames and n >= frames:
@@ -80,7 +80,8 @@ def cut_clip(src: Path, dst: Path, frames: int) -> int:
                 if p.pts is not None:
                     t = float(p.pts * p.time_base)
                     end = t if end is None else max(end, t)
-            elif frames and end is not None and n >= frames and float(p.dts * p.time_base) > end:
+            elif (frames and end is not None and n >= frames
+                  and float((p.dts if p.dts is not None else p.pts) * p.time_base) > end):
                 continue
             p.stream = omap[p.stream.index]
             out.mux(p)
@@ -164,7 +165,8 @@ def main(argv=None) -> int:
                    "flow_s": r.stats["analyse"].get("flow_s"), "detect_s": r.stats["analyse"].get("detect_s"),
                    "stabilize_s": r.stats["compose"].get("stabilize_s"), "detections": r.detections,
                    "scene_cuts": r.scene_cuts, "rss_mib_max": max(v for _, v in rss.samples),
-                   "rss_mib_first": rss.samples[0][1], "rss_mib_last": rss.samples[-1][1]}
+                   "rss_mib_quartiles": [round(rss.samples[min(len(rss.samples) - 1, int(q * len(rss.samples)))][1])
+                                         for q in (0.1, 0.25, 0.5, 0.75, 0.999)]}
             if not args.no_quality:
                 q = evaluate_videos(out, src, flow_preset="fast")
                 run.update(cdc_ratio=(q["cdc"] or {}).get("ratio"), warp_ratio=(q["warp_error"] or {}).get("ratio"),
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
                            flow=q["flow"])
             row["runs"][cfg] = run
             print(f"  {cfg:9s} {r.fps:6.2f} fps ({run['ratio_to_bare']:.2f}x bare)  busy s {run['busy_s']}  "
-                  f"RSS max {run['rss_mib_max']:.0f} MiB"
+                  f"RSS MiB at 10/25/50/75/100 % of the run {run['rss_mib_quartiles']}"
                   + ("" if args.no_quality else f"  CDC ratio {run['cdc_ratio']:.3f}  PSNR {run['psnr']:.2f}  "
                                                 f"CF {run['colorfulness']:.2f}"), file=sys.stderr)
             out.unlink(missing_ok=True)

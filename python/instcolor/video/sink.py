@@ -68,6 +68,8 @@ class VideoFileSink:
         self.packets_out = 0
         self._last_pts = None
         self._fixed_pts = 0
+        self._missing_pts = 0
+        self._step = 1
         self._tmp: Path | None = None
         self._out = None
 
@@ -131,7 +133,8 @@ class VideoFileSink:
         if self.info.rate:
             try:
                 vs.codec_context.framerate = Fraction(self.info.rate)
-            except (TypeError, ValueError, AttributeError):
+                self._step = max(1, round(1 / (Fraction(self.info.rate) * tb)))
+            except (TypeError, ValueError, AttributeError, ZeroDivisionError):
                 pass
         options = {}
         crf = o.effective_crf
@@ -139,6 +142,8 @@ class VideoFileSink:
             options["crf"] = str(crf)
         if o.preset and o.codec in ("libx264", "libx264rgb", "libx265"):
             options["preset"] = o.preset
+        if o.codec == "libx265":
+            options["x265-params"] = "log-level=error"
         options.update({str(k): str(v) for k, v in o.encoder_options.items()})
         vs.options = options
         if self.info.rotation:
@@ -162,10 +167,11 @@ class VideoFileSink:
         av = self._av
         for sp in packets:
             target = self._map.get(sp.stream_index)
-            if target is None or sp.dts is None:
+            if target is None:
                 continue
             p = av.Packet(sp.data)
-            p.pts, p.dts = sp.pts, sp.dts
+            p.pts = sp.pts
+            p.dts = sp.dts if sp.dts is not None else sp.pts  # Matroska stores no dts for some packets
             if sp.duration:
                 p.duration = sp.duration
             p.time_base = sp.time_base
@@ -183,8 +189,11 @@ class VideoFileSink:
         tb = self._vs.codec_context.time_base
         if pts is not None and time_base is not None and Fraction(time_base) != Fraction(tb):
             pts = int(round(pts * Fraction(time_base) / Fraction(tb)))
-        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
-            pts = 0 if self._last_pts is None else self._last_pts + 1
+        if pts is None:  # e.g. a raw H.264 stream: number the frames at the stream's frame rate
+            pts = 0 if self._last_pts is None else self._last_pts + self._step
+            self._missing_pts += 1
+        elif self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
             self._fixed_pts += 1
         self._last_pts = pts
         frame.pts = pts
@@ -227,8 +236,11 @@ class VideoFileSink:
             raise VideoError(f"{self.path}: the encoder returned {self.packets_out} frames for the "
                              f"{self.frames_in} given; nothing written")
         if self._fixed_pts:
-            self.log(f"instcolor: {self.info.name}: {self._fixed_pts} frame(s) without a usable (increasing) "
-                     "timestamp were given the next free one")
+            self.log(f"instcolor: {self.info.name}: {self._fixed_pts} frame(s) whose timestamp did not increase "
+                     "were given the next free one")
+        if self._missing_pts:
+            self.log(f"instcolor: {self.info.name}: {self._missing_pts} frame(s) had no timestamp; they were "
+                     "numbered at the stream's frame rate")
         os.chmod(self._tmp, 0o666 & ~_umask())
         os.replace(self._tmp, self.path)
         self._tmp = None

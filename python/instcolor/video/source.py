@@ -177,8 +177,8 @@ class FileSource:
         try:
             for packet in self._c.demux([self._vs] + self.info.copy_streams):
                 if packet.stream.index != vi:
-                    if packet.dts is not None:
-                        side.append(SidePacket.of(packet))
+                    if packet.size and (packet.dts is not None or packet.pts is not None):
+                        side.append(SidePacket.of(packet))  # (size 0: the demuxer's end-of-stream packet)
                     continue
                 for frame in packet.decode():
                     if frame.is_corrupt:
