@@ -136,6 +136,32 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _graceful_server_class():
+    """uvicorn.Server that, after a graceful shutdown on SIGTERM / SIGINT, returns (exit status 0)
+    instead of re-raising the signal at the end as uvicorn does (which ends the process by the
+    signal, before the CLI's last log line)."""
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
+
+
 def _serve_uvicorn(settings, log_level: str) -> int:
     import uvicorn
 
@@ -148,12 +174,13 @@ def _serve_uvicorn(settings, log_level: str) -> int:
         colorizer = default_loader(settings)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
+    _GracefulServer = _graceful_server_class()
     sock = _listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     app = build_app(settings, colorizer=colorizer, load_in_background=True)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=int(settings.timeout_s) + 5, timeout_keep_alive=5)
-    server = uvicorn.Server(config)
+    server = _GracefulServer(config)
     log.info("instcolor serve: listening on http://%s:%d (ready at /v2/health/ready once warmed up)",
              f"[{host}]" if ":" in host else host, port)
     server.run(sockets=[sock])
