@@ -154,6 +154,42 @@ def test_frame_count_timestamps_size_and_audio_kept(audio_clip, tmp_path, tiny_c
     assert no_leftovers(tmp_path) == ["out.mp4"]
 
 
+def make_subtitled(path: Path, n: int = 8) -> Path:
+    """A Matroska clip with a SubRip subtitle stream (two cues)."""
+    c = av.open(str(path), "w")
+    vs = c.add_stream("libx264", rate=10)
+    vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+    ss = c.add_mux_stream("subrip")
+    ss.time_base = Fraction(1, 1000)
+    for i in range(n):
+        f = av.VideoFrame.from_ndarray(scene(i), format="rgb24")
+        f.pts = i
+        for p in vs.encode(f):
+            c.mux(p)
+        if i in (2, 6):
+            p = av.Packet(f"cue {i}".encode())
+            p.pts = p.dts = i * 100
+            p.duration, p.time_base, p.stream = 150, Fraction(1, 1000), ss
+            c.mux(p)
+    for p in vs.encode(None):
+        c.mux(p)
+    c.close()
+    return path
+
+
+def test_subtitles_copied_or_left_out_with_a_note(clip_dir, tmp_path, tiny_colorizer, opts):
+    src = make_subtitled(clip_dir / "sub.mkv")
+    assert packets(src, "subtitles") == [b"cue 2", b"cue 6"]
+    out = tmp_path / "sub_out.mkv"
+    colorize_file(src, out, tiny_colorizer, opts)
+    assert packets(out, "subtitles") == [b"cue 2", b"cue 6"]
+    notes = []
+    mp4 = tmp_path / "sub_out.mp4"  # MP4 cannot hold SubRip: the video is written, the stream named as left out
+    colorize_file(src, mp4, tiny_colorizer, opts, log=notes.append)
+    assert len(decode(mp4)[0]) == 8
+    assert len(notes) == 1 and "subtitle stream #1" in notes[0] and "left out" in notes[0] and str(src) in notes[0]
+
+
 def test_variable_frame_rate_timestamps_survive(clip_dir, tmp_path, tiny_colorizer, opts):
     pts = [0, 40, 50, 130, 140, 300, 310, 320, 500, 540]
     src = make_clip(clip_dir / "vfr.mkv", n=len(pts), pts=pts)
