@@ -38,6 +38,13 @@ class InstcolorReplica:
 
         # In the lifespan startup: Ray counts the replica as started only once the model is loaded.
         self._app = build_app(self._settings, load_in_background=False)
+        try:  # responses name the replica and its node (Instcolor-Instance)
+            import ray
+
+            ctx = ray.get_runtime_context()
+            self._app.state.service.instance += f" node={ctx.get_node_id()[:12]} actor={ctx.get_actor_id()[:12]}"
+        except Exception:  # noqa: BLE001 - only a label
+            pass
         return self._app
 
     def check_health(self):
