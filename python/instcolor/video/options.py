@@ -46,7 +46,7 @@ class VideoOptions:
     detect_every: int = 5
     max_instances: int = 8
     stabilize: str = "flow"
-    blend: float = 0.8
+    blend: float = 0.9
     flow_preset: str = "fast"
     scene_threshold: float = 0.5
     batch_size: int = 4
