@@ -203,3 +203,13 @@ def test_options_are_checked(kw, msg):
     with pytest.raises(VideoError, match=msg):
         VideoOptions(**kw)
     assert VideoOptions().effective_crf == 18 and VideoOptions(codec="ffv1").effective_crf is None
+
+
+def test_cli_and_package_import_neither_pyav_nor_opencv():
+    import subprocess
+    import sys
+
+    code = ("import sys, instcolor.cli, instcolor.video; instcolor.cli.build_parser(); "
+            "bad = [m for m in ('av', 'cv2') if m in sys.modules]; assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
