@@ -711,3 +711,40 @@ def test_graceful_shutdown_finishes_queued_requests(colorizer):
     finally:
         g.gate.set()
         srv.__exit__(None, None, None)
+
+
+def test_decoding_and_encoding_run_in_the_io_pool_not_on_the_event_loop(client, monkeypatch):
+    import instcolor.imageio as imageio
+    import instcolor.serve.app as app_module
+
+    threads = []
+    real_decode, real_encode = app_module.decode_image, imageio.encode_image
+
+    def decode(*a, **kw):
+        threads.append(("decode", threading.current_thread().name))
+        return real_decode(*a, **kw)
+
+    def encode(*a, **kw):
+        threads.append(("encode", threading.current_thread().name))
+        return real_encode(*a, **kw)
+
+    monkeypatch.setattr(app_module, "decode_image", decode)
+    monkeypatch.setattr(imageio, "encode_image", encode)
+    r = client.post("/v1/colorize", content=png(photo(20, 20, 1)), headers={"content-type": "image/png"})
+    assert r.status_code == 200
+    assert [k for k, _ in threads] == ["decode", "encode"]
+    assert all(name.startswith("instcolor-io") for _, name in threads), threads
+
+
+def test_encode_image_is_write_image_in_memory(tmp_path):
+    from instcolor.imageio import write_image
+
+    img = photo(30, 20, 5)
+    for fmt in ("png", "jpg", "webp"):
+        write_image(tmp_path / f"a.{fmt}", img, format=fmt, quality=80)
+        assert encode_image(img, format=fmt, quality=80) == (tmp_path / f"a.{fmt}").read_bytes()
+    assert encode_image(img, format="jpeg") == encode_image(img, format="jpg")
+    with pytest.raises(ValueError, match="encode_image: format must be one of"):
+        encode_image(img, format="gif")
+    with pytest.raises(ValueError, match="encode_image: quality"):
+        encode_image(img, format="jpg", quality=0)
