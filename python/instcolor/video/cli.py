@@ -45,9 +45,9 @@ def add_video_parsers(subparsers) -> None:
     p.add_argument("--crf", type=int, default=None, metavar="Q",
                    help="constant rate factor of x264/x265/VPx/AV1, lower = better (default: 18 for libx264, "
                         "20 for libx265, 24 for libvpx-vp9 and AV1)")
-    p.add_argument("--preset", default="veryfast", metavar="P",
+    p.add_argument("--preset", default="ultrafast", metavar="P",
                    help="x264/x265 speed preset (ultrafast .. veryslow): at a given --crf the quality is about the "
-                        "same, slower presets give smaller files")
+                        "same, slower presets give smaller files (veryfast: about half the size, 3x the encoding time)")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="frames per pass of the nets")
     p.add_argument("--fps", type=float, default=25.0, metavar="F",
                    help="frame rate of a folder of frames (video files keep their own timestamps)")

@@ -53,7 +53,7 @@ class VideoOptions:
     queue_size: int = 4
     codec: str = "libx264"
     crf: int | None = None
-    preset: str | None = "veryfast"
+    preset: str | None = "ultrafast"
     pix_fmt: str | None = None
     copy_streams: bool = True
     fps: float = 25.0

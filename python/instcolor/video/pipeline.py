@@ -197,7 +197,10 @@ class ComposeStage(Stage):
                 self.stabilizer.reset()
             ab = self.stabilizer.push(ab, w.grey, w.flows)
             self.stabilize_s += time.perf_counter() - t0
-        item.out = compose_result(w.prepared, ab, w.scores, w.labels, ops=self.ops).rgb
+        if self.ops is not None:  # what compose_result does for .rgb, without the unused S x S picture
+            item.out = self.ops.compose(w.prepared.image, np.ascontiguousarray(ab, np.float32))
+        else:
+            item.out = compose_result(w.prepared, ab, w.scores, w.labels, ops=None).rgb
         item.rgb = None
         item.work = None
         return [item]
