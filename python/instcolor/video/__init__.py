@@ -156,6 +156,9 @@ def colorize_file(src: str | os.PathLike, dst: str | os.PathLike, colorizer=None
     finally:
         gen.close()
         source.close()
+        if bar.total != bar.n and not bar.disable:  # the count was an estimate (e.g. from the duration)
+            bar.total = bar.n
+            bar.refresh()
         bar.close()
     seconds = time.monotonic() - t0
     stats = runner.stats()
