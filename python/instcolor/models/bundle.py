@@ -91,12 +91,7 @@ def save_bundle(directory: str | os.PathLike, nets: dict[str, nn.Module], *, inf
     widths = {kind: float(nets[kind].width) for kind in KINDS}
     if len(set(widths.values())) != 1:
         raise ValueError(f"the three nets have different widths {widths}")
-    if info is not None and not isinstance(info, dict):
-        raise TypeError(f"info must be a dict or None, got {type(info).__name__}")
-    try:
-        json.dumps(info, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"info is not JSON-serialisable: {e}") from None
+    _check_info(info)
     if directory.exists():
         if not directory.is_dir():
             raise FileExistsError(f"{directory}: exists and is not a folder")
@@ -252,16 +247,21 @@ def bundle_info(directory: str | os.PathLike) -> dict:
     return read_bundle_config(directory).get("info") or {}
 
 
-def set_bundle_info(directory: str | os.PathLike, info: dict | None) -> dict:
-    """Replace the ``info`` object of the bundle at ``directory`` (config.json rewritten
-    atomically, everything else as it was). The hash in config.json covers model.safetensors
-    only, so it stays valid; the bundle is loaded first to prove that. Returns the new config."""
+def _check_info(info) -> None:
+    """``info`` must be None or a JSON-serialisable dict (TypeError / ValueError otherwise)."""
     if info is not None and not isinstance(info, dict):
         raise TypeError(f"info must be a dict or None, got {type(info).__name__}")
     try:
         json.dumps(info, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ValueError(f"info is not JSON-serialisable: {e}") from None
+
+
+def set_bundle_info(directory: str | os.PathLike, info: dict | None) -> dict:
+    """Replace the ``info`` object of the bundle at ``directory`` (config.json rewritten
+    atomically, everything else as it was). The hash in config.json covers model.safetensors
+    only, so it stays valid; the bundle is loaded first to prove that. Returns the new config."""
+    _check_info(info)
     load_bundle(directory)  # refuses a bundle that does not load (corrupt, modified, not a bundle)
     config = read_bundle_config(directory)
     config["info"] = info
