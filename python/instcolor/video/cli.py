@@ -97,15 +97,16 @@ def _check_encoder(args) -> None:
     if is_folder_target(args.output):
         return
     try:
-        import av
+        import av  # noqa: F401 - only: is PyAV installed?
     except ImportError as e:
         raise UsageError(f"video files need PyAV: pip install 'instcolor[video]' ({e})") from None
+    from .options import VideoError
+    from .sink import video_encoder
+
     try:
-        codec = av.codec.Codec(args.codec, "w")
-    except Exception:  # noqa: BLE001
-        raise UsageError(f"--codec {args.codec}: no such encoder in this FFmpeg build") from None
-    if codec.type != "video":
-        raise UsageError(f"--codec {args.codec}: not a video encoder")
+        video_encoder(args.codec)
+    except VideoError as e:
+        raise UsageError(str(e)) from None
     if not Path(args.output).suffix:
         raise UsageError(f"-o {args.output}: give a file suffix (.mp4, .mkv, .mov, ...) for the container, or end "
                          "the path with '/' for a folder of PNG frames")

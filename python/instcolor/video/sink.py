@@ -23,17 +23,25 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fileio import OUTPUT_MARKER, _umask, publish_dir, write_output_marker
 from .options import VideoError, VideoOptions
 from .source import VideoInfo, _why
 
-FOLDER_MARKER = ".instcolor-output.json"
+FOLDER_MARKER = OUTPUT_MARKER  # the marker every instcolor output folder carries (instcolor._fileio)
 FRAME_NAME = "frame_{:06d}.png"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def video_encoder(name: str):
+    """The PyAV video encoder called ``name``; VideoError when this FFmpeg build has none."""
+    import av
+
+    try:
+        codec = av.codec.Codec(name, "w")
+    except Exception:  # noqa: BLE001 - PyAV raises several types for an unknown codec
+        raise VideoError(f"--codec {name}: no such video encoder in this FFmpeg build") from None
+    if codec.type != "video":
+        raise VideoError(f"--codec {name}: not a video encoder")
+    return codec
 
 
 def _stored(rgb: np.ndarray, rotation: int) -> np.ndarray:
@@ -88,7 +96,6 @@ class VideoFileSink:
         return sorted(names)[0]
 
     def __enter__(self):
-        av = self._av
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise VideoError(f"{self.path}: folder {parent} does not exist")
@@ -111,12 +118,7 @@ class VideoFileSink:
             raise VideoError(f"{self.path}: cannot write this kind of file (container from the suffix "
                              f"{self.path.suffix or '(none)'}): {_why(e)}") from None
         out = self._out
-        try:
-            codec = av.codec.Codec(o.codec, "w")
-        except Exception:  # noqa: BLE001
-            raise VideoError(f"--codec {o.codec}: no such video encoder in this FFmpeg build") from None
-        if codec.type != "video":
-            raise VideoError(f"--codec {o.codec}: not a video encoder")
+        codec = video_encoder(o.codec)
         supported = out.supported_codecs
         if supported and codec.name not in supported:
             raise VideoError(f"{self.path}: the {out.format.name} container cannot hold {o.codec} video "
@@ -291,8 +293,8 @@ class FrameFolderSink:
                     "time_base": None if tb_ is None else str(Fraction(tb_)),
                     "pts": self._pts, "rotation_applied": self.info.rotation}
             (self._tmp / "timestamps.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
-            (self._tmp / FOLDER_MARKER).write_text(json.dumps({"command": "video"}) + "\n", encoding="utf-8")
-            os.chmod(self._tmp, 0o777 & ~_umask())
+            write_output_marker(self._tmp, "video")
+            publish_dir(self._tmp)
             old = None
             if self.path.is_dir():
                 if any(self.path.iterdir()):
