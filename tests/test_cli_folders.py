@@ -270,3 +270,15 @@ def test_detect_names_outputs_like_colorize_and_resumes(tmp_path, monkeypatch):
     n = len(calls)
     assert main(["detect", str(src), "-r", "-o", str(tmp_path / "boxes"), "--detector", "m.onnx"]) == 1
     assert len(calls) == n  # finished images are not detected again (only the broken one is retried)
+
+
+def test_report_names_missing_inputs_and_is_written_when_all_are_skipped(tmp_path, tiny_weights_dir):
+    src = _png(tmp_path / "in" / "a.png")
+    out, rep = tmp_path / "out", tmp_path / "r.json"
+    assert _colorize(src, "-o", out, "--weights", tiny_weights_dir, *ARGS) == 0
+    missing = tmp_path / "nope.png"
+    assert _colorize(src, missing, "-o", out, "--weights", tiny_weights_dir, "--skip-existing", "--report", rep,
+                     *ARGS) == 1
+    data = json.loads(rep.read_text())
+    assert data["written"] == 0 and data["skipped"] == 1
+    assert data["failed"] == [{"input": str(missing), "error": f"{missing}: no such file or folder"}]

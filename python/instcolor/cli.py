@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from .errors import UsageError
-from .imageio import IMAGE_SUFFIXES
 
 
 def parse_hint(text: str):
@@ -92,7 +91,7 @@ def cmd_colorize(args) -> int:
     import numpy as np
 
     from ._fileio import OutputFolderError, claim_output_dir
-    from .jobs import JobReport, collect_inputs, output_names, print_summary, run_job
+    from .jobs import JobReport, collect_inputs, output_names, run_job
 
     _check_colorize_options(args)
     boxes_source = None
@@ -118,7 +117,7 @@ def cmd_colorize(args) -> int:
         raise UsageError(str(e)) from None
     names = output_names(files, lambda f: _output_suffix(args, f))
     inputs = {f.path.resolve() for f in files}
-    report = JobReport("colorize", str(outdir))
+    report = JobReport("colorize", str(outdir), failed=[(name, f"{name}: {why}") for name, why in failures])
     items = []
     for f, name in zip(files, names):
         out = outdir / name
@@ -130,8 +129,7 @@ def cmd_colorize(args) -> int:
         else:
             items.append((f, out, name.with_suffix("")))
     if not items:
-        print_summary(report, "image(s)", extra_failures=len(failures))
-        return 1 if report.failed or failures else 0
+        return _finish_colorize(report, args)
 
     colorizer = _load_colorizer(args)
     claim_output_dir(outdir, "colorize", **claim)
@@ -148,7 +146,7 @@ def cmd_colorize(args) -> int:
         f, _, _ = item
         decoded, det = loaded
         for note in decoded.notes:
-            report_note(f"instcolor: {f.path}: {note}")
+            print(f"instcolor: {f.path}: {note}", file=sys.stderr)
         if det is None and colorizer.detector is not None and args.max_instances > 0:
             det = colorizer.detector(decoded.rgb)
         if det is None or args.max_instances == 0:
@@ -170,7 +168,7 @@ def cmd_colorize(args) -> int:
         _, out, _ = item
         decoded, rgb = done
         out.parent.mkdir(parents=True, exist_ok=True)
-        fmt = {".jpg": "jpg", ".png": "png", ".webp": "webp"}[out.suffix]
+        fmt = out.suffix[1:]  # the suffix came from imageio.SUFFIX_FOR_FORMAT
         alpha = decoded.alpha
         if alpha is not None and rgb.dtype == np.uint16 and alpha.dtype == np.uint8:
             alpha = alpha.astype(np.uint16) * 257
@@ -179,22 +177,21 @@ def cmd_colorize(args) -> int:
         write_image(out, rgb, format=fmt, quality=args.quality, exif=decoded.exif, alpha=alpha)
         return out
 
-    notes_seen: set[str] = set()
-
-    def report_note(line: str) -> None:
-        if line not in notes_seen:
-            notes_seen.add(line)
-            print(line, file=sys.stderr)
-
     run_job(items, name=lambda item: str(item[0].path), load=load, process=process, save=save, report=report,
             desc="colorize", prefetch=args.prefetch)
-    print_summary(report, "image(s)", extra_failures=len(failures))
+    return _finish_colorize(report, args)
+
+
+def _finish_colorize(report, args) -> int:
+    """Summary on stderr, ``--report`` JSON, exit status (130 interrupted, 1 any failure, else 0)."""
+    from .jobs import print_summary
+
+    print_summary(report, "image(s)")
     if args.report:
-        report.failed = [(n, e) for n, e in failures] + report.failed
         report.write_json(args.report)
     if report.interrupted:
         return 130
-    return 1 if report.failed or failures else 0
+    return 1 if report.failed else 0
 
 
 def cmd_init_weights(args) -> int:
@@ -244,7 +241,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from ._fileio import OutputFolderError, claim_output_dir
+    from ._fileio import claim_output_dir
     from .detect import detect_to_folder
     from .jobs import collect_inputs
 

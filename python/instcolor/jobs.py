@@ -225,10 +225,10 @@ def run_job(items: Sequence[Any], *, name: Callable[[Any], str], load: Callable[
     return report
 
 
-def print_summary(report: JobReport, what: str, extra_failures: int = 0, log=None) -> None:
+def print_summary(report: JobReport, what: str, log=None) -> None:
     """The closing lines: counts, then every failure again (they scroll away during long runs)."""
     log = log or (lambda s: print(s, file=sys.stderr))
-    n_fail = len(report.failed) + extra_failures
+    n_fail = len(report.failed)
     parts = [f"wrote {len(report.written)} {what} to {report.output_dir}"]
     if report.skipped:
         parts.append(f"{len(report.skipped)} skipped (already there)")
