@@ -319,6 +319,8 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, boxes=boxes, init=args.init,
                       width=args.width, size=args.size, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       hint_p=1.0 if args.automatic else args.hint_p, class_weight=args.class_weight,
+                      rebalance=args.rebalance, global_hints=args.global_hints, global_reveal=args.global_reveal,
+                      hint_uniform=args.hint_uniform,
                       max_instances=args.max_instances, seed=args.seed, device=args.device, amp=args.amp,
                       threads=args.threads, checkpoint_seconds=args.checkpoint_seconds, val=args.val,
                       bn_batches=args.bn_batches,
@@ -425,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="DIR", help="folder of colour photos (greyscale ones are skipped)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (weights, state.pt, log, samples)")
     p.add_argument("--init", metavar="DIR", help="weights to start from: the previous stage's run folder "
-                                                 "(required for instance and fusion)")
+                                                 "(required for instance and fusion; full stage: fine-tune these)")
     p.add_argument("--boxes", metavar="PATH", help="boxes per photo: folder of <stem>.npz or a JSON file")
     _add_detector_options(p)  # train: --detector computes the boxes into RUN_DIR/boxes
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier, full stage (default 1.0)")
@@ -436,7 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hint-p", type=float, default=0.125,
                    help="simulated hints: stop probability of the geometric point count (default 1/8, SIGGRAPH'17)")
     p.add_argument("--automatic", action="store_true", help="no simulated hints (same as --hint-p 1)")
-    p.add_argument("--class-weight", type=float, default=0.0, help="weight of the ab classification loss (default 0: off)")
+    p.add_argument("--class-weight", type=float, default=0.0,
+                   help="weight of the ab classification head's loss, class-rebalanced (default 0: off)")
+    p.add_argument("--rebalance", type=float, default=0.5, metavar="LAMBDA",
+                   help="class rebalancing: mix of the training set's smoothed ab prior with a uniform prior "
+                        "(default 0.5 as Zhang et al.; 0 = plain cross-entropy)")
+    p.add_argument("--global-hints", action="store_true",
+                   help="train the SIGGRAPH'17 global hints branch (histogram, saturation); full and fusion stages")
+    p.add_argument("--global-reveal", type=float, default=0.5,
+                   help="with --global-hints: probability of revealing each global hint per photo (default 0.5)")
+    p.add_argument("--hint-uniform", type=float, default=0.0,
+                   help="probability that a simulated hint is placed uniformly instead of near the centre (default 0)")
     p.add_argument("--max-instances", type=int, default=8, help="fusion stage: boxes per photo (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")

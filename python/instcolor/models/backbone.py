@@ -23,6 +23,9 @@ FEATURE_LEVELS = dict(conv1_2=0, conv2_2=1, conv3_3=2, conv4_3=3, conv5_3=3, con
 # Feature points that the next block begins with an (official: in-place) ReLU.
 RELU_FOLLOWED = ("conv8_up", "conv9_up", "conv10_up")
 NUM_CLASSES = 529
+# SIGGRAPH'17 global hints input, (N, GLOBAL_INPUT_CHANNELS, 1, 1): the 529-bin ab histogram, its
+# flag, the mean HSV saturation, its flag (see :class:`instcolor.hints.GlobalHints`).
+GLOBAL_INPUT_CHANNELS = NUM_CLASSES + 3
 # What each step of the forward pass reads (after any blend at those points).
 STAGE_INPUTS = dict(conv1_2=("A", "B", "mask"), conv2_2=("conv1_2",), conv3_3=("conv2_2",), conv4_3=("conv3_3",),
                     conv5_3=("conv4_3",), conv6_3=("conv5_3",), conv7_3=("conv6_3",),
@@ -45,13 +48,36 @@ def _conv(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=dilation, dilation=dilation, bias=True)
 
 
+class GlobalHintsNet(nn.Module):
+    """SIGGRAPH'17 global hints branch: four 1x1 convolutions of ``channels`` (512 x width) on the
+    (N, 532, 1, 1) global input; the result is added (tiled) to conv4_3 after its normalisation.
+    The last convolution starts at zero, so an untrained branch changes nothing."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Conv2d(GLOBAL_INPUT_CHANNELS, channels, 1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 1))
+        nn.init.zeros_(self.model[-1].weight)
+        nn.init.zeros_(self.model[-1].bias)
+
+    def forward(self, g: torch.Tensor) -> torch.Tensor:
+        """(N, 532, 1, 1) -> (N, channels, 1, 1)."""
+        return self.model(g)
+
+
 class SIGGRAPHBackbone(nn.Module):
     """The full-image colorization net (official ``SIGGRAPHGenerator``; file latest_net_GComp.pth).
 
     forward(A (N,1,S,S) normalised L, B (N,2,S,S) hint ab, mask (N,1,S,S) centred) -> (N,2,S,S) tanh ab.
+
+    ``global_hints=True`` adds the SIGGRAPH'17 global hints branch (``global_net``, state-dict keys
+    ``global_net.*``, absent from official checkpoints); ``run(..., global_input=g)`` feeds it.
     """
 
-    def __init__(self, width: float = 1.0, input_nc: int = 4, output_nc: int = 2):
+    def __init__(self, width: float = 1.0, input_nc: int = 4, output_nc: int = 2, global_hints: bool = False):
         super().__init__()
         self.width = float(width)
         c = channels(width)
@@ -93,6 +119,11 @@ class SIGGRAPHBackbone(nn.Module):
         # Classification head: present in the official state dict, unused for the regression output.
         self.model_class = nn.Sequential(nn.Conv2d(c256, NUM_CLASSES, kernel_size=1, bias=True))
         self.model_out = nn.Sequential(nn.Conv2d(c128, output_nc, kernel_size=1, bias=True), nn.Tanh())
+        self.global_net = GlobalHintsNet(c512) if global_hints else None
+
+    @property
+    def has_global_hints(self) -> bool:
+        return self.global_net is not None
 
     @property
     def feature_channels(self) -> dict[str, int]:
@@ -118,14 +149,28 @@ class SIGGRAPHBackbone(nn.Module):
         raise KeyError(name)
 
     def run(self, A: torch.Tensor, B: torch.Tensor, mask: torch.Tensor,
-            at: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+            at: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+            global_input: torch.Tensor | None = None) -> torch.Tensor:
         """Forward pass; ``at(name, feature)`` is called at each of the 13 feature points and its
-        return value replaces the feature (the fusion net blends there)."""
+        return value replaces the feature (the fusion net blends there). ``global_input``
+        (N, 532, 1, 1): global hints, used when the net has the branch (ignored otherwise)."""
+        return self.heads(A, B, mask, at, global_input, with_class=False)[0]
+
+    def heads(self, A: torch.Tensor, B: torch.Tensor, mask: torch.Tensor,
+              at: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+              global_input: torch.Tensor | None = None, with_class: bool = True):
+        """Forward pass -> (ab (N,2,S,S) tanh, class logits (N,529,S/4,S/4) or None). The
+        classification head reads conv8_3 after any blend there (the fusion net's head sees the
+        fused features)."""
         at = at or (lambda name, x: x)
         values = {"A": A, "B": B, "mask": mask}
         for name in FEATURE_NAMES:
-            values[name] = at(name, self.stage(name, *(values[k] for k in STAGE_INPUTS[name])))
-        return self.stage("out", values["conv10_2"])
+            x = self.stage(name, *(values[k] for k in STAGE_INPUTS[name]))
+            if name == "conv4_3" and global_input is not None and self.global_net is not None:
+                x = x + self.global_net(global_input.to(x.dtype))
+            values[name] = at(name, x)
+        logits = self.model_class(values["conv8_3"]) if with_class else None
+        return self.stage("out", values["conv10_2"]), logits
 
     def forward(self, A: torch.Tensor, B: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.run(A, B, mask)
@@ -141,6 +186,7 @@ class InstanceNet(SIGGRAPHBackbone):
 
     def forward(self, A, B, mask):
         feats: dict[str, torch.Tensor] = {}
+        # (crops never get global hints)
 
         def record(name, x):
             feats[name] = F.relu(x) if name in RELU_FOLLOWED else x

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from .._fileio import OUTPUT_MARKER, _umask, atomic_path, publish_dir
 from .state import NET_CLASSES as _NET_CLASSES
-from .state import CheckpointError, load_state_dict_strict
+from .state import CheckpointError, load_state_dict_strict, net_options
 
 FORMAT = "instcolor-bundle"
 VERSION = 1
@@ -235,8 +235,8 @@ def load_bundle(directory: str | os.PathLike) -> dict[str, nn.Module]:
     width = float(config["width"])
     nets = {}
     for kind in KINDS:
-        net = _NET_CLASSES[kind](width=width)
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in states[kind].items()}
+        net = _NET_CLASSES[kind](width=width, **net_options(state))
         load_state_dict_strict(net, state, f"{model_path} [{kind}]")
         nets[kind] = net.eval()
     return nets

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .._fileio import atomic_path
 from .bundle import BUNDLE_FILES, bundle_info, is_bundle, load_bundle
-from .state import NET_CLASSES, CheckpointError, check_tensor_dict, load_state_dict_strict, strip_module_prefix
+from .state import NET_CLASSES, CheckpointError, check_tensor_dict, load_state_dict_strict, net_options, strip_module_prefix
 
 OFFICIAL_FILES = {"full": "latest_net_GComp.pth", "instance": "latest_net_G.pth", "fusion": "latest_net_GF.pth"}
 _NET_CLASSES = NET_CLASSES  # (the name it had before it moved to .state)
@@ -97,7 +97,7 @@ def infer_width(state: dict, source: str = "checkpoint") -> float:
 def load_net(kind: str, path: str | os.PathLike) -> nn.Module:
     """Build the net of ``kind`` ('full' | 'instance' | 'fusion') sized by the file, load it strictly, eval mode."""
     state = read_state_dict(path)
-    net = NET_CLASSES[kind](width=infer_width(state, str(path)))
+    net = NET_CLASSES[kind](width=infer_width(state, str(path)), **net_options(state))
     load_state_dict_strict(net, state, str(path))
     return net.eval()
 

@@ -57,8 +57,8 @@ class FusionNet(SIGGRAPHBackbone):
     inst_image: (M,) int64 image index of each instance.
     """
 
-    def __init__(self, width: float = 1.0, input_nc: int = 4, output_nc: int = 2):
-        super().__init__(width, input_nc, output_nc)
+    def __init__(self, width: float = 1.0, input_nc: int = 4, output_nc: int = 2, global_hints: bool = False):
+        super().__init__(width, input_nc, output_nc, global_hints=global_hints)
         inner = 16  # the blend convs are tiny; kept at 16 channels at every width
         for name in FEATURE_NAMES:
             setattr(self, BLOCK_NAMES[name], WeightGenerator(self.feature_channels[name], inner))
@@ -79,11 +79,22 @@ class FusionNet(SIGGRAPHBackbone):
 
     def forward(self, A, B, mask, inst_features: dict[str, torch.Tensor],
                 box_info_levels: Sequence[torch.Tensor], inst_image: torch.Tensor,
-                inst_logits: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                inst_logits: dict[str, torch.Tensor] | None = None,
+                global_input: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fused_heads(A, B, mask, inst_features, box_info_levels, inst_image, inst_logits,
+                                global_input, with_class=False)[0]
+
+    def fused_heads(self, A, B, mask, inst_features: dict[str, torch.Tensor],
+                    box_info_levels: Sequence[torch.Tensor], inst_image: torch.Tensor,
+                    inst_logits: dict[str, torch.Tensor] | None = None,
+                    global_input: torch.Tensor | None = None, with_class: bool = True):
+        """-> (ab (N,2,S,S), class logits (N,529,S/4,S/4) of the fused conv8_3, or None).
+        ``inst_logits``: the instance logits of all 13 blocks when already computed (they depend
+        only on the instance features, so an edit session computes them once)."""
         inst_logits = inst_logits if inst_logits is not None else self.instance_logits(inst_features)
 
         def blend(name, bg):
             return self.fuse_fn(bg, self.block(name).background_logits(bg), inst_features[name],
                                 inst_logits[name], box_info_levels[FEATURE_LEVELS[name]], inst_image)
 
-        return self.run(A, B, mask, blend)
+        return self.heads(A, B, mask, blend, global_input, with_class=with_class)

@@ -70,3 +70,9 @@ def load_state_dict_strict(module: nn.Module, state: dict, source: str = "checkp
         module.load_state_dict(dict(state), strict=False)
     except RuntimeError as e:  # e.g. a tensor whose type cannot be copied into the parameter
         raise CheckpointError(f"{source}: cannot load into {type(module).__name__} ({str(e).splitlines()[0]})") from None
+
+
+def net_options(state: dict) -> dict:
+    """Constructor options a state dict implies beyond the width: ``global_hints`` when it holds
+    the SIGGRAPH'17 global hints branch (``global_net.*``; never in official checkpoints)."""
+    return {"global_hints": True} if any(k.startswith("global_net.") for k in state) else {}

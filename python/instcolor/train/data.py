@@ -22,6 +22,7 @@ from ..prepare import MAX_BOXES, as_rgb_uint8, patch_hints, selection_order
 
 GREY_CHROMA = 3.0       # mean per-pixel (max - min) over R, G, B below this: a greyscale photo
 MIN_BOX_SIDE = 8        # boxes smaller than this (input pixels) are not used for training
+NUM_GLOBAL = 532  # global hints vector length (instcolor.global_hints.VECTOR_LENGTH)
 HINT_PATCH_SIZES = tuple(range(1, 10))  # SIGGRAPH'17: square patches of side 1..9
 
 
@@ -134,21 +135,38 @@ def lab_planes(rgb_u8: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simulate_hints(ab: np.ndarray, rng: np.random.Generator, p: float = 0.125,
-                   patch_sizes=HINT_PATCH_SIZES) -> tuple[np.ndarray, np.ndarray]:
+                   patch_sizes=HINT_PATCH_SIZES, uniform: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """SIGGRAPH'17 simulated user points on ground-truth ``ab`` (2, S, S).
 
     Points are added while a uniform draw is below ``1 - p`` (so their number is geometric,
     mean (1-p)/p; ``p = 1`` gives none: automatic colorization); each is a square patch of a
     side drawn from ``patch_sizes`` at a location normal around the centre (sd = a quarter of
-    the free range), filled with the patch's mean ab. Returns (hint ab, centred mask)."""
+    the free range), filled with the patch's mean ab. ``uniform``: the probability that a point's
+    location is uniform over the image instead (spreads training hints to the borders, as the
+    hint sweep and users place them). Returns (hint ab, centred mask)."""
     S_h, S_w = ab.shape[1:]
     patches = []
     while rng.random() < 1.0 - p:
         P = int(rng.choice(patch_sizes))
-        r = int(np.clip(rng.normal((S_h - P + 1) / 2.0, (S_h - P + 1) / 4.0), 0, S_h - P))
-        c = int(np.clip(rng.normal((S_w - P + 1) / 2.0, (S_w - P + 1) / 4.0), 0, S_w - P))
+        if uniform > 0 and rng.random() < uniform:
+            r, c = int(rng.integers(0, S_h - P + 1)), int(rng.integers(0, S_w - P + 1))
+        else:
+            r = int(np.clip(rng.normal((S_h - P + 1) / 2.0, (S_h - P + 1) / 4.0), 0, S_h - P))
+            c = int(np.clip(rng.normal((S_w - P + 1) / 2.0, (S_w - P + 1) / 4.0), 0, S_w - P))
         patches.append((r, c, P))
     return patch_hints(ab, patches)
+
+
+def simulate_global_hints(rgb: np.ndarray, ab: np.ndarray, rng: np.random.Generator, reveal: float) -> np.ndarray:
+    """SIGGRAPH'17 global hints revealed at random: the ground truth's ab histogram (from ``ab``
+    (2, S, S) at S/4) and its mean saturation (from ``rgb``), each given with probability
+    ``reveal``, independently. -> (532,) float32 (see :class:`instcolor.global_hints.GlobalHints`)."""
+    from ..distribution import ab_histogram
+    from ..global_hints import GlobalHints, mean_saturation
+
+    hist = ab_histogram(ab[:, ::4, ::4]) if rng.random() < reveal else None
+    sat = mean_saturation(rgb, max_side=64) if rng.random() < reveal else None
+    return GlobalHints(histogram=hist, saturation=sat).vector()
 
 
 def random_crop_box(rng: np.random.Generator, image_hw: tuple[int, int], min_frac: float) -> tuple[int, int, int, int]:
@@ -187,10 +205,11 @@ class Sample:
     crop_L: np.ndarray | None = None
     boxes: np.ndarray | None = None
     image_hw: tuple[int, int] | None = None
+    global_input: np.ndarray | None = None  # (532,) global hints vector (training with --global-hints)
 
 
 def make_full_sample(rgb: np.ndarray, size: int, rng: np.random.Generator | None, hint_p: float,
-                     crop_min: float = 0.8) -> Sample:
+                     crop_min: float = 0.8, hint_uniform: float = 0.0, global_reveal: float | None = None) -> Sample:
     """Full-image stage: random crop (each side ``crop_min``..1) and flip, squashed to S x S as
     inference does; ``rng=None`` -> no augmentation and no hints (validation)."""
     if rng is not None:
@@ -202,8 +221,12 @@ def make_full_sample(rgb: np.ndarray, size: int, rng: np.random.Generator | None
     if rng is None or hint_p >= 1.0:
         hint_ab, hint_mask = np.zeros_like(ab), np.full_like(L, -0.5)
     else:
-        hint_ab, hint_mask = simulate_hints(ab, rng, hint_p)
-    return Sample(L, ab, hint_ab, hint_mask)
+        hint_ab, hint_mask = simulate_hints(ab, rng, hint_p, uniform=hint_uniform)
+    s = Sample(L, ab, hint_ab, hint_mask)
+    if global_reveal is not None:
+        s.global_input = (simulate_global_hints(rgb, ab, rng, global_reveal) if rng is not None
+                          else np.zeros(NUM_GLOBAL, np.float32))
+    return s
 
 
 def make_instance_sample(rgb: np.ndarray, box, size: int, rng: np.random.Generator | None,
@@ -221,7 +244,7 @@ def make_instance_sample(rgb: np.ndarray, box, size: int, rng: np.random.Generat
 
 
 def make_fusion_sample(rgb: np.ndarray, boxes: np.ndarray, size: int, rng: np.random.Generator | None,
-                       hint_p: float) -> Sample:
+                       hint_p: float, hint_uniform: float = 0.0, global_reveal: float | None = None) -> Sample:
     """Fusion stage: the whole image squashed to S x S (flipped with its boxes) plus its box crops,
     prepared the way inference prepares them. ``boxes`` (M, 4) int64 from :func:`training_boxes`."""
     boxes = np.asarray(boxes, np.int64).reshape(-1, 4).copy()
@@ -232,7 +255,10 @@ def make_fusion_sample(rgb: np.ndarray, boxes: np.ndarray, size: int, rng: np.ra
     rgb = np.ascontiguousarray(rgb)
     s = make_full_sample(rgb, size, None, 1.0)
     if rng is not None and hint_p < 1.0:
-        s.hint_ab, s.hint_mask = simulate_hints(s.ab, rng, hint_p)
+        s.hint_ab, s.hint_mask = simulate_hints(s.ab, rng, hint_p, uniform=hint_uniform)
+    if global_reveal is not None:
+        s.global_input = (simulate_global_hints(rgb, s.ab, rng, global_reveal) if rng is not None
+                          else np.zeros(NUM_GLOBAL, np.float32))
     crops = [lab_planes(rgb[y0:y1, x0:x1], size)[0] for x0, y0, x1, y1 in boxes.tolist()]
     s.crop_L = np.stack(crops) if crops else np.zeros((0, 1, size, size), np.float32)
     s.boxes, s.image_hw = boxes, (h, w)
@@ -244,6 +270,8 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
     crop_L (M,1,S,S), inst_image (M,) and box_info (4 x (M,6)) for the fusion net."""
     out = {k: torch.from_numpy(np.stack([getattr(s, k) for s in samples]))
            for k in ("L", "ab", "hint_ab", "hint_mask")}
+    if samples and samples[0].global_input is not None:
+        out["global_input"] = torch.from_numpy(np.stack([s.global_input for s in samples]))[:, :, None, None]
     if samples and samples[0].crop_L is not None:
         from ..prepare import box_info_levels
 
@@ -254,3 +282,17 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
         levels = [box_info_levels(s.boxes, s.image_hw, size) for s in samples]
         out["box_info"] = [torch.from_numpy(np.concatenate([lv[k] for lv in levels]).reshape(-1, 6)) for k in range(4)]
     return out
+
+
+def ab_counts(index: PhotoIndex, size: int = 32, progress: bool = True) -> np.ndarray:
+    """(529,) float64 ab-bin counts over all photos of ``index``, each squashed to ``size`` x
+    ``size`` as training does (the empirical prior of class rebalancing, before smoothing)."""
+    from tqdm import tqdm
+
+    from ..distribution import NUM_BINS, ab_to_bins
+
+    counts = np.zeros(NUM_BINS, np.float64)
+    for i in tqdm(range(len(index.names)), desc="ab prior", unit="photo", disable=not progress):
+        _, ab = lab_planes(as_rgb_uint8(index.path(i)), size)
+        counts += np.bincount(ab_to_bins(ab[None])[0].reshape(-1), minlength=NUM_BINS)
+    return counts

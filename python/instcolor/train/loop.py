@@ -46,6 +46,7 @@ HUBER_DELTA = 1.0 / 110.0  # official: smooth-L1 on normalised ab, delta = 1/110
 L1_WEIGHT = 10.0           # official: loss_G_L1_reg = 10 * mean(huber)
 AB_QUANT, AB_MAX = 10.0, 110.0  # classification head: 23 x 23 = 529 ab bins
 STATE_FILE, CONFIG_FILE, LOG_FILE = "state.pt", "config.json", "log.jsonl"
+PRIOR_FILE = "ab_prior.json"
 
 
 class TrainError(ValueError):
@@ -86,6 +87,10 @@ class TrainConfig:
     steps: int = 10000               # stop after this many steps (may be raised on resume)
     hint_p: float = 0.125            # (resume) geometric stop probability of simulated hints; 1 = automatic only
     class_weight: float = 0.0        # (resume) weight of the ab-classification head loss (0 = off)
+    rebalance: float = 0.5           # (resume) class rebalancing: uniform mix lambda of the prior (0 = plain cross-entropy)
+    global_hints: bool = False       # (resume) train the SIGGRAPH'17 global hints branch (added when init lacks it)
+    global_reveal: float = 0.5       # (resume) probability of revealing each global hint (histogram, saturation)
+    hint_uniform: float = 0.0        # (resume) probability that a simulated hint is placed uniformly (else normal)
     max_instances: int = 8           # (resume) fusion stage: boxes per image
     seed: int = 0                    # (resume)
     device: str = "cpu"
@@ -98,7 +103,8 @@ class TrainConfig:
     val_images: int = 16
 
     RESUME_FIELDS = ("stage", "data", "boxes", "init", "width", "size", "batch_size", "hint_p",
-                     "class_weight", "max_instances", "seed")
+                     "class_weight", "rebalance", "global_hints", "global_reveal", "hint_uniform",
+                     "max_instances", "seed")
 
     def check(self) -> None:
         from ..prepare import check_size
@@ -113,6 +119,11 @@ class TrainConfig:
             raise TrainError(f"width must be in (0, 1], got {self.width}")
         if not (0 < self.hint_p <= 1):
             raise TrainError(f"hint_p must be in (0, 1], got {self.hint_p}")
+        for name in ("rebalance", "global_reveal", "hint_uniform"):
+            if not (0 <= getattr(self, name) <= 1):
+                raise TrainError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.class_weight < 0:
+            raise TrainError(f"class_weight must be >= 0, got {self.class_weight}")
         for name in ("batch_size", "steps", "val_every", "val_images", "max_instances"):
             if int(getattr(self, name)) < 1:
                 raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -143,11 +154,22 @@ def ab_classes(ab: torch.Tensor) -> torch.Tensor:
     return idx[:, 0] * n + idx[:, 1]
 
 
+def class_loss(logits: torch.Tensor, ab: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the classification head (N, 529, S/4, S/4) against the ground truth's bins
+    at S/4 (nearest), each pixel weighted by its bin's rebalancing weight when ``weights`` (529,)
+    is given (Zhang et al. 2016, Eq. 2)."""
+    target = ab_classes(ab[:, :, ::4, ::4])
+    per = F.cross_entropy(logits, target, reduction="none")
+    if weights is None:
+        return per.mean()
+    return (per * weights[target]).mean()
+
+
 # ----------------------------------------------------------------------------- nets per stage
 def _fresh_fusion(full: SIGGRAPHBackbone, seed: int) -> FusionNet:
     """Fusion net with the full-image net as backbone and freshly initialised blend blocks."""
     torch.manual_seed(seed + 3)
-    fusion = FusionNet(full.width)
+    fusion = FusionNet(full.width, global_hints=full.global_net is not None)
     copy_backbone(full, fusion)
     return fusion
 
@@ -161,23 +183,46 @@ def copy_backbone(full: SIGGRAPHBackbone, fusion: FusionNet) -> None:
     fusion.load_state_dict(backbone, strict=False)
 
 
+def add_global_branch(nets: dict[str, nn.Module], seed: int) -> None:
+    """Give the full-image and fusion nets a (zero-initialised) global hints branch where they
+    lack one; the fusion net's is the full-image net's (same weights)."""
+    from ..models.backbone import GlobalHintsNet, channels
+
+    full = nets["full"]
+    if full.global_net is None:
+        torch.manual_seed(seed + 5)
+        full.global_net = GlobalHintsNet(channels(full.width)[512])
+    nets["fusion"].global_net = GlobalHintsNet(channels(full.width)[512])
+    nets["fusion"].global_net.load_state_dict(full.global_net.state_dict())
+
+
 def build_nets(cfg: TrainConfig) -> dict[str, nn.Module]:
-    """The three nets at the start of the stage (before any resume)."""
-    if cfg.stage == "full":
+    """The three nets at the start of the stage (before any resume). The full stage starts from
+    scratch, or fine-tunes ``init`` (any weights folder, e.g. a bundle) when given."""
+    if cfg.stage == "full" and not cfg.init:
         torch.manual_seed(cfg.seed)
-        full = SIGGRAPHBackbone(cfg.width)
+        full = SIGGRAPHBackbone(cfg.width, global_hints=cfg.global_hints)
         instance = InstanceNet(cfg.width)
-        instance.load_state_dict(full.state_dict())
+        instance.load_state_dict(full.state_dict(), strict=False)
         return {"full": full, "instance": instance, "fusion": _fresh_fusion(full, cfg.seed)}
     try:
         nets = load_nets(cfg.init)
     except ValueError as e:
         raise TrainError(f"init: {e}") from None
+    if cfg.global_hints:
+        add_global_branch(nets, cfg.seed)
+    if cfg.stage == "full":
+        return nets
     if cfg.stage == "instance":
-        load_state_dict_strict(nets["instance"], nets["full"].state_dict(), f"{cfg.init} full-image net")
+        load_state_dict_strict(nets["instance"], _without_global(nets["full"].state_dict()), f"{cfg.init} full-image net")
     else:
         nets["fusion"] = _fresh_fusion(nets["full"], cfg.seed)
     return nets
+
+
+def _without_global(state: dict) -> dict:
+    """A full-image net's state without the global hints branch (the instance net has none)."""
+    return {k: v for k, v in state.items() if not k.startswith("global_net.")}
 
 
 def trainable(cfg: TrainConfig, nets: dict[str, nn.Module]) -> list[nn.Parameter]:
@@ -230,6 +275,9 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise TrainError(f"device={cfg.device!r} but PyTorch sees no CUDA GPU")
         self.amp_dtype = _amp_dtype(cfg, self.device)
+        if cfg.global_hints and cfg.stage == "instance":
+            raise TrainError("global hints are a full-image input: train them in the full stage (and keep "
+                             "--global-hints for the fusion stage); the instance net has no global branch")
 
         self.index = D.PhotoIndex.build(cfg.data, cache=self.out / "photos.json", progress=progress)
         self.boxes = None
@@ -245,6 +293,7 @@ class Trainer:
             raise TrainError(f"the {cfg.stage} stage has nothing to train on: no photo in {cfg.data} has boxes "
                              f"of at least {D.MIN_BOX_SIDE} px in {cfg.boxes}")
         self.val_items = self._val_items()
+        self.class_weights = self._class_weights() if cfg.class_weight > 0 else None
 
         self.nets = build_nets(cfg)
         # mixed precision runs fastest on NHWC tensors (oneDNN bf16 on CPU, tensor cores on CUDA)
@@ -316,6 +365,33 @@ class Trainer:
         picks = np.linspace(0, len(candidates) - 1, num=min(cfg.val_images, len(candidates))).round().astype(int)
         return [candidates[k] for k in picks.tolist()]
 
+    def _class_weights(self) -> torch.Tensor | None:
+        """Per-bin weights of the classification loss: class rebalancing (Zhang et al. 2016) from
+        the training photos' smoothed ab prior mixed with a uniform prior (``rebalance`` = lambda),
+        or None for plain cross-entropy (``rebalance`` 0). The counts are kept in the run folder
+        (``ab_prior.json``) so a resumed run does not read every photo again."""
+        from ..distribution import rebalance_weights, smoothed_prior
+
+        if self.cfg.rebalance <= 0:
+            return None
+        f = self.out / PRIOR_FILE
+        counts = None
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+                counts = np.asarray(data["counts"], np.float64)
+                if counts.shape != (529,) or data.get("photos") != len(self.index.names):
+                    counts = None
+            except (OSError, ValueError, KeyError, TypeError):
+                counts = None
+        if counts is None:
+            counts = D.ab_counts(self.index, progress=self.progress)
+            with atomic_path(f) as tmp:
+                tmp.write_text(json.dumps({"photos": len(self.index.names), "size": 32,
+                                           "counts": counts.tolist()}))
+        w = rebalance_weights(smoothed_prior(counts), self.cfg.rebalance)
+        return torch.from_numpy(w).to(self.device)
+
     # -------------------------------------------------------------- data
     def _sample(self, index, boxes, item, rng) -> D.Sample:
         cfg = self.cfg
@@ -323,10 +399,13 @@ class Trainer:
             i, j = item
             return D.make_instance_sample(as_rgb_uint8(index.path(i)), boxes[i][j], cfg.size, rng)
         rgb = as_rgb_uint8(index.path(item))
+        reveal = cfg.global_reveal if cfg.global_hints else None
         if cfg.stage == "full":
-            return D.make_full_sample(rgb, cfg.size, rng, cfg.hint_p)
+            return D.make_full_sample(rgb, cfg.size, rng, cfg.hint_p, hint_uniform=cfg.hint_uniform,
+                                      global_reveal=reveal)
         b = boxes[item][-cfg.max_instances:] if boxes is not None else np.zeros((0, 4), np.int64)
-        return D.make_fusion_sample(rgb, b, cfg.size, rng, cfg.hint_p)
+        return D.make_fusion_sample(rgb, b, cfg.size, rng, cfg.hint_p, hint_uniform=cfg.hint_uniform,
+                                    global_reveal=reveal)
 
     def batch_items(self, step: int) -> list:
         """The items of training step ``step``: consecutive slices of per-epoch permutations."""
@@ -364,19 +443,13 @@ class Trainer:
             return v.to(dev)
 
         t = {k: (put(v) if isinstance(v, torch.Tensor) else [x.to(dev) for x in v]) for k, v in batch.items()}
-        feats = {}
+        want_class = cfg.class_weight > 0
+        g = t.get("global_input")
         with self._autocast():
             if cfg.stage in ("full", "instance"):
                 net = self.nets[cfg.stage]
                 net.train(train)
-                want_class = cfg.class_weight > 0
-
-                def grab(name, x):
-                    if want_class and name == "conv8_3":
-                        feats["conv8_3"] = x
-                    return x
-
-                pred = net.run(t["L"], t["hint_ab"], t["hint_mask"], grab)
+                pred, logits = net.heads(t["L"], t["hint_ab"], t["hint_mask"], global_input=g, with_class=want_class)
             else:
                 inst, fusion = self.nets["instance"], self.nets["fusion"]
                 inst.eval()
@@ -385,12 +458,11 @@ class Trainer:
                 with torch.no_grad():
                     _, inst_feats = inst(t["crop_L"], torch.zeros((M, 2, S, S), device=dev),
                                          torch.full((M, 1, S, S), -0.5, device=dev))
-                pred = fusion(t["L"], t["hint_ab"], t["hint_mask"], inst_feats, t["box_info"], t["inst_image"])
+                pred, logits = fusion.fused_heads(t["L"], t["hint_ab"], t["hint_mask"], inst_feats, t["box_info"],
+                                                  t["inst_image"], global_input=g, with_class=want_class)
         loss = huber_loss(pred, t["ab"])
-        if "conv8_3" in feats:
-            logits = self.nets[cfg.stage].model_class(feats["conv8_3"]).float()
-            target = ab_classes(t["ab"][:, :, ::4, ::4])
-            loss = loss + cfg.class_weight * F.cross_entropy(logits, target)
+        if logits is not None:
+            loss = loss + cfg.class_weight * class_loss(logits.float(), t["ab"], self.class_weights)
         return loss, pred.float()
 
     def train_step(self, batch: dict) -> float:
@@ -439,7 +511,7 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint: official weights files, then the resumable state (both atomic)."""
         if self.cfg.stage == "full":  # the later stages start from the full-image net
-            self.nets["instance"].load_state_dict(self.nets["full"].state_dict())
+            self.nets["instance"].load_state_dict(_without_global(self.nets["full"].state_dict()))
             copy_backbone(self.nets["full"], self.nets["fusion"])
         save_official(self.out, self.nets)
         trained = self.cfg.stage
