@@ -153,7 +153,8 @@ class SIGGRAPHBackbone(nn.Module):
             global_input: torch.Tensor | None = None) -> torch.Tensor:
         """Forward pass; ``at(name, feature)`` is called at each of the 13 feature points and its
         return value replaces the feature (the fusion net blends there). ``global_input``
-        (N, 532, 1, 1): global hints, used when the net has the branch (ignored otherwise)."""
+        (N, 532, 1, 1): global hints, used when the net has the branch (ignored otherwise); a net
+        with the branch given none reads zeros (no hint given, as in training)."""
         return self.heads(A, B, mask, at, global_input, with_class=False)[0]
 
     def heads(self, A: torch.Tensor, B: torch.Tensor, mask: torch.Tensor,
@@ -166,8 +167,9 @@ class SIGGRAPHBackbone(nn.Module):
         values = {"A": A, "B": B, "mask": mask}
         for name in FEATURE_NAMES:
             x = self.stage(name, *(values[k] for k in STAGE_INPUTS[name]))
-            if name == "conv4_3" and global_input is not None and self.global_net is not None:
-                x = x + self.global_net(global_input.to(x.dtype))
+            if name == "conv4_3" and self.global_net is not None:
+                g = global_input if global_input is not None else x.new_zeros((x.shape[0], GLOBAL_INPUT_CHANNELS, 1, 1))
+                x = x + self.global_net(g.to(x.dtype))
             values[name] = at(name, x)
         logits = self.model_class(values["conv8_3"]) if with_class else None
         return self.stage("out", values["conv10_2"]), logits
