@@ -275,7 +275,8 @@ def test_format_table_values():
     lines = format_table(res).splitlines()
     assert len(lines) == 3 and lines[0].startswith("| Method")
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells == ["runA", "2", "24.35", "0.9123", "n/a", "20.00 (25.00)", "0.800", "50.0% (25.0%)"]
+    assert cells == ["runA", "2", "24.35", "0.9123", "n/a", "20.00 (25.00)", "80.0%", "50.0% (25.0%)"]
+    assert "CF % of GT" in lines[0] and "CF in [16,20] (GT)" in lines[0]
 
 
 def eval_args(argv):

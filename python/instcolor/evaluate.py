@@ -197,8 +197,11 @@ def format_table(results) -> str:
     """A markdown table, one row per method.
 
     ``results``: one result dict of :func:`evaluate_folders` or a list of ``(name, result)``.
-    A bare dict is named by its ``"name"`` key, else by its prediction folder's name. Instance
-    columns appear when any result has instance metrics. Missing values print as ``n/a``; a PSNR
+    A bare dict is named by its ``"name"`` key, else by its prediction folder's name. Columns:
+    PSNR, SSIM, LPIPS, mean colourfulness of the predictions (of the GT), the predictions' mean
+    colourfulness as a percentage of the GT's (``colorfulness_ratio``), the share of images whose
+    colourfulness (SCGAN's CCI) lies in [16, 20] (of the GT images); instance columns appear when
+    any result has instance metrics. Missing values print as ``n/a``; a PSNR
     mean that is null because every image was identical prints as ``inf``.
     """
     if isinstance(results, dict):
@@ -208,7 +211,7 @@ def format_table(results) -> str:
         raise ValueError("results: nothing to tabulate")
     lo, hi = CF_RANGE
     with_inst = any(r.get("instance") for _, r in results)
-    head = ["Method", "N", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "Colourfulness (GT)", "CF ratio",
+    head = ["Method", "N", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "Colourfulness (GT)", "CF % of GT",
             f"CF in [{lo:g},{hi:g}] (GT)"]
     if with_inst:
         head += ["Inst. N", "Inst. PSNR ↑", "Inst. SSIM ↑"]
@@ -219,7 +222,7 @@ def format_table(results) -> str:
         cells = [str(name).replace("|", "\\|"), str(r.get("count", "n/a")), psnr_txt, _fmt(r.get("ssim"), 4),
                  _fmt(r.get("lpips"), 4),
                  f"{_fmt(r.get('colorfulness_pred'), 2)} ({_fmt(r.get('colorfulness_gt'), 2)})",
-                 _fmt(r.get("colorfulness_ratio"), 3),
+                 share(r.get("colorfulness_ratio")),
                  f"{share(r.get('colorfulness_in_range_pred'))} ({share(r.get('colorfulness_in_range_gt'))})"]
         if with_inst:
             inst = r.get("instance") or {}
