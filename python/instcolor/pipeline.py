@@ -14,7 +14,9 @@ class Batch:
     """Network inputs of B images with M instances in all (numpy).
 
     full_L (B,1,S,S), hint_ab (B,2,S,S), hint_mask (B,1,S,S) centred, crop_L (M,1,S,S),
-    inst_image (M,) int64 image index per instance, box_info: 4 x (M,6) int64 for S, S/2, S/4, S/8."""
+    inst_image (M,) int64 image index per instance, box_info: 4 x (M,6) int64 for S, S/2, S/4, S/8,
+    global_input (B,532,1,1) float32 SIGGRAPH'17 global hints (:mod:`instcolor.global_hints`) or
+    None: no global hints for any image (nets with the branch then read zeros)."""
 
     full_L: np.ndarray
     hint_ab: np.ndarray
@@ -22,6 +24,7 @@ class Batch:
     crop_L: np.ndarray
     inst_image: np.ndarray
     box_info: list = field(default_factory=list)
+    global_input: np.ndarray | None = None
 
     def split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(plain, fused, inst_image): indices of the images without / with instances, and each
@@ -33,10 +36,25 @@ class Batch:
         remap[fused] = np.arange(len(fused))
         return plain, fused, remap[self.inst_image]
 
+    def checked_global_input(self) -> np.ndarray | None:
+        """``global_input`` as a C-contiguous float32 (B, 532, 1, 1) array (None stays None);
+        ValueError naming the shape when it is not that."""
+        if self.global_input is None:
+            return None
+        from .models.backbone import GLOBAL_INPUT_CHANNELS
+
+        g = np.asarray(self.global_input)
+        want = (self.full_L.shape[0], GLOBAL_INPUT_CHANNELS, 1, 1)
+        if g.shape != want:
+            raise ValueError(f"Batch.global_input: shape {g.shape}, expected {want} (one global hints vector per image)")
+        return np.ascontiguousarray(g, np.float32)
+
     @classmethod
-    def stack(cls, prepared: list[_prepare.Prepared]) -> "Batch":
+    def stack(cls, prepared: list[_prepare.Prepared], global_input: np.ndarray | None = None) -> "Batch":
+        """One batch of ``prepared`` images; ``global_input`` (B, 532, 1, 1) or None (see the class doc)."""
         size = prepared[0].size
         return cls(
+            global_input=None if global_input is None else np.asarray(global_input, np.float32),
             full_L=np.stack([p.full_L for p in prepared]),
             hint_ab=np.stack([p.hint_ab for p in prepared]),
             hint_mask=np.stack([p.hint_mask for p in prepared]),
@@ -44,6 +62,69 @@ class Batch:
             inst_image=np.concatenate([np.full(len(p.boxes), i, np.int64) for i, p in enumerate(prepared)]),
             box_info=[np.concatenate([p.box_info[k] for p in prepared]).reshape(-1, 6) for k in range(4)],
         )
+
+
+@dataclass
+class Heads:
+    """What :meth:`run_heads` of a backend returns for a batch of B images at size S.
+
+    ab (B,2,S,S) float32: the regression output (what ``backend.run`` returns); logits
+    (B,529,S/4,S/4) float32 or None: the classification head on conv8_3 (after the blend there, for
+    images with instances), present only when asked for (:mod:`instcolor.distribution` decodes it)."""
+
+    ab: np.ndarray
+    logits: np.ndarray | None = None
+
+
+class InstanceState:
+    """The instance net's results for M crops, computed once by ``backend.run_instances(crop_L)`` and
+    reused by ``backend.run_heads(batch, instances=state)`` (an edit session: only the hints change).
+
+    ``features`` / ``logits``: ``{feature point: array (M, ...)}``: the 13 instance features and the
+    13 per-instance blend logits, in the backend's own array type (opaque to callers); ``take(array,
+    indices)`` selects instances of one array. ``owner``: the backend that made it (a state is only
+    valid there); ``size``: the crops' processing size S."""
+
+    def __init__(self, features: dict, logits: dict, count: int, size: int, owner, take):
+        self.features, self.logits = features, logits
+        self.count, self.size, self.owner, self._take = int(count), int(size), owner, take
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"InstanceState({self.count} instances, size {self.size}, {getattr(self.owner, 'name', '?')} backend)"
+
+    def select(self, indices) -> "InstanceState":
+        """The state of the instances ``indices`` (ints in 0..M-1, in that order; e.g. all but an
+        excluded box). IndexError naming the index when one is out of range."""
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            raise TypeError("InstanceState.select: give instance indices, not a boolean mask (np.flatnonzero(mask))")
+        if idx.size == 0:
+            idx = np.zeros(0, np.int64)
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"InstanceState.select: indices must be a 1-D sequence of ints, got {indices!r}")
+        bad = idx[(idx < 0) | (idx >= self.count)]
+        if len(bad):
+            raise IndexError(f"InstanceState.select: instance index {int(bad[0])} out of range 0..{self.count - 1}")
+        idx = idx.astype(np.int64)
+        take = self._take
+        return InstanceState({k: take(v, idx) for k, v in self.features.items()},
+                             {k: take(v, idx) for k, v in self.logits.items()}, len(idx), self.size, self.owner, take)
+
+    def check(self, owner, batch: "Batch") -> None:
+        """ValueError unless this state can stand for ``batch``'s instances on ``owner``."""
+        if self.owner is not owner:
+            raise ValueError(f"instances: this InstanceState was computed by another backend object "
+                             f"({getattr(self.owner, 'name', '?')}); run run_instances on this one")
+        M, S = len(batch.inst_image), int(batch.full_L.shape[-1])
+        if self.count != M:
+            raise ValueError(f"instances: the InstanceState holds {self.count} instances but the batch has "
+                             f"{M} (batch.inst_image); select() the ones the batch's boxes stand for")
+        if M and self.size != S:
+            raise ValueError(f"instances: the InstanceState was computed at size {self.size} but the batch is "
+                             f"at size {S}")
 
 
 @dataclass
@@ -124,14 +205,15 @@ def prepare_image(image: np.ndarray, boxes: np.ndarray, hints, size: int, ops=No
                              box_info=_prepare.box_info_levels(boxes, (h, w), size))
 
 
-def run_batch(backend, prepared: list[_prepare.Prepared]) -> list[np.ndarray]:
-    """Run the nets on prepared images -> ab (2,S,S) per image."""
+def run_batch(backend, prepared: list[_prepare.Prepared], global_input: np.ndarray | None = None) -> list[np.ndarray]:
+    """Run the nets on prepared images -> ab (2,S,S) per image. ``global_input``: (B,532,1,1) global
+    hints or None (see :class:`Batch`)."""
     if not prepared:
         return []
     sizes = {p.size for p in prepared}
     if len(sizes) != 1:
         raise ValueError(f"all images of a batch need one processing size, got {sorted(sizes)}")
-    ab = backend.run(Batch.stack(prepared))
+    ab = backend.run(Batch.stack(prepared, global_input=global_input))
     return [ab[i] for i in range(len(prepared))]
 
 
