@@ -79,3 +79,68 @@ def uint8_to_float(img: np.ndarray) -> torch.Tensor:
     if t.ndim == 3:
         t = t[None]
     return t.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+
+
+# ----------------------------------------------------------------------------- numpy helpers
+#: The official conversion's XYZ -> linear sRGB matrix and D65 white (the constants of :func:`lab_to_rgb`).
+_XYZ_TO_RGB = np.array([[3.24048134, -1.53715152, -0.49853633],
+                        [-0.96925495, 1.87599, 0.04155593],
+                        [0.05564664, -0.20404134, 1.05731107]], np.float64)
+#: Linear-RGB slack of :func:`gamut`: a channel up to this far outside [0, 1] counts as displayable
+#: (float rounding of the official matrix; 1e-4 linear is far below one 8-bit step).
+GAMUT_TOLERANCE = 1e-4
+
+
+def lab_to_rgb_uint8(L, ab) -> np.ndarray:
+    """Lab colours -> sRGB uint8 with the official conversion (:func:`lab_to_rgb`, then :func:`to_uint8`).
+
+    ``L``: (n,) lightness in Lab units [0, 100] (or a scalar for all); ``ab``: (n, 2) a*, b* in Lab
+    units. Returns (n, 3) uint8. Colours outside the sRGB gamut come out clipped, as in the outputs."""
+    ab = np.asarray(ab, np.float32).reshape(-1, 2)
+    L = np.broadcast_to(np.asarray(L, np.float32).reshape(-1), (len(ab),))
+    lab = np.stack([(L - L_CENT) / L_NORM, ab[:, 0] / AB_NORM, ab[:, 1] / AB_NORM], axis=1)
+    if not len(ab):
+        return np.zeros((0, 3), np.uint8)
+    rgb = lab_to_rgb(torch.from_numpy(np.ascontiguousarray(lab.T.reshape(1, 3, 1, -1))))
+    return to_uint8(rgb)[0, 0]
+
+
+def rgb_uint8_to_lab(rgb) -> np.ndarray:
+    """(n, 3) uint8 sRGB -> (n, 3) float32 Lab in Lab units (L 0..100, a*, b*), official conversion."""
+    rgb = np.asarray(rgb, np.uint8).reshape(-1, 3)
+    lab = rgb_to_lab(uint8_to_float(rgb.reshape(1, -1, 3)))[0, :, 0].numpy().T   # (n, 3) normalised
+    return (lab * np.array([L_NORM, AB_NORM, AB_NORM], np.float32) + np.array([L_CENT, 0, 0], np.float32)).astype(np.float32)
+
+
+def gamut(L: float, step: float = 10.0, ab_max: float = 110.0) -> tuple[np.ndarray, np.ndarray]:
+    """The a*b* colours displayable in sRGB at lightness ``L`` (Lab units, 0..100), for drawing an ab picker.
+
+    Returns ``(mask, axis)``: ``axis`` (n,) float32 the a* (and b*) values ``-ab_max, -ab_max + step, ...,
+    ab_max`` in Lab units (n = 2 * ab_max / step + 1; the defaults give the 23 x 23 bin centres of the
+    classification head, :mod:`instcolor.distribution`), and ``mask`` (n, n) bool with ``mask[i, j]``
+    True when (L, a = axis[i], b = axis[j]) converts, with the official constants of :func:`lab_to_rgb`
+    and without any clamping, to linear RGB within [0, 1] (up to :data:`GAMUT_TOLERANCE`). Such
+    colours survive Lab -> RGB -> Lab; the others are clipped by :func:`lab_to_rgb` / :func:`to_uint8`.
+    Computed analytically in float64 (no torch)."""
+    try:
+        L = float(L)
+        step = float(step)
+        ab_max = float(ab_max)
+    except (TypeError, ValueError):
+        raise ValueError(f"gamut: L, step and ab_max must be numbers, got {L!r}, {step!r}, {ab_max!r}") from None
+    if not (np.isfinite(L) and 0.0 <= L <= 100.0):
+        raise ValueError(f"gamut: L must be in [0, 100] (Lab lightness), got {L!r}")
+    if not (np.isfinite(step) and np.isfinite(ab_max) and step > 0 and ab_max >= 0):
+        raise ValueError(f"gamut: step must be > 0 and ab_max >= 0, got step={step!r}, ab_max={ab_max!r}")
+    n = int(round(2 * ab_max / step)) + 1
+    if n > 4096:
+        raise ValueError(f"gamut: {n} x {n} grid is too fine (step {step}); use step >= {2 * ab_max / 4095:.3g}")
+    axis = np.linspace(-ab_max, ab_max, n)
+    a, b = np.meshgrid(axis, axis, indexing="ij")
+    fy = (L + 16.0) / 116.0
+    f = np.stack([a / 500.0 + fy, np.full_like(a, fy), fy - b / 200.0])
+    xyz = np.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787) * np.asarray(_WHITE)[:, None, None]
+    lin = np.einsum("rc,cij->rij", _XYZ_TO_RGB, xyz)
+    # fz < 0 is clamped by the official conversion (a different colour comes out): out of gamut.
+    mask = (f[2] >= 0) & np.all((lin >= -GAMUT_TOLERANCE) & (lin <= 1.0 + GAMUT_TOLERANCE), axis=0)
+    return mask, axis.astype(np.float32)

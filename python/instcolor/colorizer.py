@@ -6,9 +6,31 @@ from typing import Sequence
 
 import numpy as np
 
+from . import distribution as _distribution
 from . import prepare as _prepare
-from .pipeline import ColorizeResult, compose_result, native_ops, prepare_image, run_batch
+from .global_hints import GlobalHints, stack_vectors
+from .pipeline import Batch, ColorizeResult, compose_result, native_ops, prepare_image, run_batch
 from .prepare import Hint, HintPlanes
+
+#: How the ab output is decoded: "regression" (the nets' regression head, the official output) or
+#: "distribution" (annealed mean of the classification head's 529-bin distribution, Zhang et al. 2016).
+DECODES = ("regression", "distribution")
+#: The one place the default decoding is set (``Colorizer(decode=None)`` / ``from_pretrained``).
+DEFAULT_DECODE = "regression"
+
+
+def check_decode(decode) -> str:
+    """``decode`` if it is one of :data:`DECODES`, else ValueError naming it."""
+    if not isinstance(decode, str) or decode not in DECODES:
+        raise ValueError(f"decode must be one of {', '.join(map(repr, DECODES))}, got {decode!r}")
+    return decode
+
+
+def _check_global_hints(g, name: str = "global_hints"):
+    if g is not None and not isinstance(g, GlobalHints):
+        raise TypeError(f"{name}: expected an instcolor.GlobalHints or None, got {type(g).__name__} "
+                        f"(e.g. GlobalHints.from_image(reference) or GlobalHints(saturation=0.5))")
+    return g
 
 
 class Colorizer:
@@ -19,11 +41,20 @@ class Colorizer:
     >>> r.rgb.shape  # (H, W, 3) uint8
     """
 
-    def __init__(self, backend, detector=None, native: bool | None = None, default_size: int = 256):
+    def __init__(self, backend, detector=None, native: bool | None = None, default_size: int = 256,
+                 decode: str | None = None, temperature: float | None = None, weights: str | None = None):
         """``native``: use the native kernels for preparation, fusion and composition (default:
         when the extension is built); False runs the pure PyTorch/numpy reference code.
-        ``default_size``: processing size S when ``colorize`` is given none."""
+        ``default_size``: processing size S when ``colorize`` is given none. ``decode``: the default
+        decoding, ``"regression"`` or ``"distribution"`` (None: :data:`DEFAULT_DECODE`); ``temperature``:
+        the annealed-mean temperature of distribution decoding (None:
+        :data:`instcolor.distribution.DEFAULT_TEMPERATURE`, 0.38). ``weights``: a name of the weights
+        for messages (``from_pretrained`` gives the folder)."""
         self.default_size = _prepare.check_size(default_size)
+        self.decode = check_decode(DEFAULT_DECODE if decode is None else decode)
+        self.temperature = _distribution.check_temperature(
+            _distribution.DEFAULT_TEMPERATURE if temperature is None else temperature)
+        self.weights = weights
         self.backend = backend
         self.detector = detector
         # native=True: NativeUnavailableError (a ValueError) naming why the kernels cannot be used;
@@ -34,7 +65,8 @@ class Colorizer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, backend: str = "auto", device: str = "cpu",
-                        detector=None, native: bool | None = None, **backend_options) -> "Colorizer":
+                        detector=None, native: bool | None = None, decode: str | None = None,
+                        temperature: float | None = None, **backend_options) -> "Colorizer":
         """Load weights from ``path``, a directory holding either
 
         * latest_net_G.pth, latest_net_GF.pth and latest_net_GComp.pth (the official layout; keys
@@ -54,9 +86,13 @@ class Colorizer:
         None, a callable returning :class:`instcolor.detect.Detections`, or a path to an ONNX
         detector. ``backend_options`` go to the TensorRT backend
         (``precision='fp32'|'fp16'``, ``max_images``, ``cuda_graphs``, ``workspace_bytes``,
-        ``cache_root``); other backends refuse options. Raises
-        :class:`instcolor.models.CheckpointError` when the weight files are missing or do not fit.
+        ``cache_root``); other backends refuse options. ``decode`` / ``temperature``: the default
+        decoding of every call (see :meth:`colorize`; None: ``"regression"`` / 0.38), checked here.
+        Raises :class:`instcolor.models.CheckpointError` when the weight files are missing or do not fit.
         """
+        decode = check_decode(DEFAULT_DECODE if decode is None else decode)
+        temperature = _distribution.check_temperature(
+            _distribution.DEFAULT_TEMPERATURE if temperature is None else temperature)
         from . import weights as _weights
         from .backends import make_backend
         from .detect import load_detector
@@ -67,14 +103,17 @@ class Colorizer:
         from .models.checkpoint import DEFAULT_SIZE, trained_size
 
         colorizer = cls(make_backend(path, backend, device=device, **backend_options), detector=load_detector(detector),
-                        native=native, default_size=trained_size(path) or DEFAULT_SIZE)
+                        native=native, default_size=trained_size(path) or DEFAULT_SIZE, decode=decode,
+                        temperature=temperature,
+                        weights="the built-in starter weights" if starter else f"the weights {str(path)!r}")
         if starter:
             _weights.announce_starter(path)
         return colorizer
 
     # ------------------------------------------------------------------ single image
     def colorize(self, image, boxes=None, scores=None, hints: Sequence[Hint] | HintPlanes = (),
-                 size: int | None = None) -> ColorizeResult:
+                 size: int | None = None, global_hints: GlobalHints | None = None, decode: str | None = None,
+                 temperature: float | None = None) -> ColorizeResult:
         """Colorize one image.
 
         image: (H,W,3) or (H,W) uint8 array, a PIL image or a file path.
@@ -84,35 +123,126 @@ class Colorizer:
         size: processing size S (multiple of 8); None = ``self.default_size``: the size the weights
               were trained at when they record it (bundles, training run folders), else 256 as
               the official model was trained.
+        global_hints: a :class:`instcolor.GlobalHints` (the colour histogram of a reference photo
+              and/or a saturation, SIGGRAPH'17) or None; needs weights with the global hints branch
+              (ValueError naming the weights otherwise).
+        decode: ``"regression"`` or ``"distribution"`` (the annealed mean of the classification
+              head's distribution at ``temperature``, upsampled to S and composed like the
+              regression ab); None = ``self.decode`` / ``self.temperature``.
         """
-        return self.colorize_batch([image], [boxes], [scores], [hints], size=size)[0]
+        return self.colorize_batch([image], [boxes], [scores], [hints], size=size, global_hints=[global_hints],
+                                   decode=decode, temperature=temperature)[0]
 
     # ------------------------------------------------------------------ batch
     def colorize_batch(self, images: Sequence, boxes: Sequence | None = None, scores: Sequence | None = None,
-                       hints: Sequence | None = None, size: int | None = None) -> list[ColorizeResult]:
-        """Colorize several images in one pass of the nets; per-image ``boxes``/``scores``/``hints``
-        lists (or None for all)."""
+                       hints: Sequence | None = None, size: int | None = None, global_hints=None,
+                       decode: str | None = None, temperature: float | None = None) -> list[ColorizeResult]:
+        """Colorize several images in one pass of the nets; per-image ``boxes``/``scores``/``hints``/
+        ``global_hints`` lists (or None for all; one GlobalHints applies to every image).
+        ``decode``/``temperature`` as in :meth:`colorize`, for the whole batch."""
+        decode, temperature = self._decoding(decode, temperature)
         size = _prepare.check_size(self.default_size if size is None else size)
         n = len(images)
         boxes = list(boxes) if boxes is not None else [None] * n
         scores = list(scores) if scores is not None else [None] * n
         hints = list(hints) if hints is not None else [()] * n
-        if not (len(boxes) == len(scores) == len(hints) == n):
-            raise ValueError(f"{n} images but {len(boxes)} boxes, {len(scores)} scores, {len(hints)} hints entries")
+        if global_hints is None or isinstance(global_hints, GlobalHints):
+            global_hints = [global_hints] * n
+        else:
+            global_hints = list(global_hints)
+        if not (len(boxes) == len(scores) == len(hints) == len(global_hints) == n):
+            raise ValueError(f"{n} images but {len(boxes)} boxes, {len(scores)} scores, {len(hints)} hints, "
+                             f"{len(global_hints)} global_hints entries")
+        for i, g in enumerate(global_hints):
+            _check_global_hints(g, f"global_hints[{i}]")
         prepared, meta = [], []
         for i, (img, b, s, h) in enumerate(zip(images, boxes, scores, hints)):
-            name = f"image {i}" if not isinstance(img, (str, os.PathLike)) else str(img)
-            arr = _prepare.as_rgb_uint8(img, name=name)
-            labels = None
-            if b is None and self.detector is not None:
-                det = self.detector(arr)
-                b, s, labels = det.boxes, det.scores, det.labels
-            sel = _prepare.select_boxes(b, s, arr.shape[:2], name=f"{name}: boxes")
-            keep_scores, keep_labels = _selected_extras(b, s, labels)
-            prepared.append(prepare_image(arr, sel, h, size, self.ops))
+            p, keep_scores, keep_labels = self._prepare(img, b, s, h, size, name=_image_name(img, i))
+            prepared.append(p)
             meta.append((keep_scores, keep_labels))
-        abs_ = run_batch(self.backend, prepared)
+        abs_, _ = self._infer(prepared, global_hints, decode, temperature)
         return [compose_result(p, ab, *m, ops=self.ops) for p, ab, m in zip(prepared, abs_, meta)]
+
+    # ------------------------------------------------------------------ suggestions
+    def suggest_colors(self, image, x: float, y: float, k: int = 8, size: int | None = None, boxes=None,
+                       hints: Sequence[Hint] | HintPlanes = (), global_hints: GlobalHints | None = None,
+                       scores=None) -> list[tuple[tuple[int, int, int], float]]:
+        """Colours to suggest at input pixel (x, y): ``[((r, g, b), probability), ...]``, at most ``k``
+        (1..64), most probable first, distinct 8-bit colours.
+
+        The source is the 529-bin ab distribution of the classification head at the S/4 grid cell
+        holding the pixel (for the image as colorized with ``boxes``/``scores``/``hints``/
+        ``global_hints``, which mean what they mean in :meth:`colorize`), softened as SIGGRAPH'17's
+        GUI does (temperature 5). Its modes (:func:`instcolor.suggest.find_modes`; bins out of the sRGB
+        gamut at the pixel's lightness are left out) are shown at the pixel's own L, from the input
+        image. ``probability`` is a mode's share of the softened distribution (the list sums to at
+        most 1). Meaningful only with weights whose classification head was trained.
+        """
+        from .suggest import check_k
+
+        k = check_k(k)
+        size = _prepare.check_size(self.default_size if size is None else size)
+        _check_global_hints(global_hints)
+        p, _, _ = self._prepare(image, boxes, scores, hints, size, name=_image_name(image, 0))
+        _, logits = self._infer([p], [global_hints], "regression", self.temperature, want_logits=True)
+        return suggest_from_logits(logits[0], p.image, x, y, k)
+
+    # ------------------------------------------------------------------ edit session
+    def open_session(self, image, boxes=None, scores=None, size: int | None = None):
+        """An :class:`instcolor.session.EditSession` for repeated edits of one image: the detector (when
+        ``boxes`` is None and one is configured), the preparation and the instance net run once here;
+        each ``session.colorize(hints=..., global_hints=..., exclude=...)`` then re-runs only the
+        full-image / fusion net. Results equal :meth:`colorize` with the same boxes and hints."""
+        from .session import EditSession
+
+        return EditSession(self, image, boxes=boxes, scores=scores, size=size)
+
+    # ------------------------------------------------------------------ internals
+    def _decoding(self, decode, temperature) -> tuple[str, float]:
+        decode = check_decode(self.decode if decode is None else decode)
+        temperature = _distribution.check_temperature(self.temperature if temperature is None else temperature)
+        return decode, temperature
+
+    def _select(self, arr: np.ndarray, boxes, scores, name: str):
+        """Detector (boxes None) + the official box selection -> (boxes (N,4) int64, scores, labels)."""
+        labels = None
+        if boxes is None and self.detector is not None:
+            det = self.detector(arr)
+            boxes, scores, labels = det.boxes, det.scores, det.labels
+        sel = _prepare.select_boxes(boxes, scores, arr.shape[:2], name=f"{name}: boxes")
+        keep_scores, keep_labels = _selected_extras(boxes, scores, labels)
+        return sel, keep_scores, keep_labels
+
+    def _prepare(self, image, boxes, scores, hints, size: int, name: str):
+        arr = _prepare.as_rgb_uint8(image, name=name)
+        sel, keep_scores, keep_labels = self._select(arr, boxes, scores, name)
+        return prepare_image(arr, sel, hints, size, self.ops), keep_scores, keep_labels
+
+    def _infer(self, prepared: list, global_hints, decode: str, temperature: float, want_logits: bool = False,
+               instances=None) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """The nets on prepared images -> (ab (2,S,S) per image as ``decode`` gives it, class logits
+        (B,529,S/4,S/4) or None). ``instances``: an InstanceState for the batch's instances (sessions)."""
+        g = stack_vectors(global_hints, len(prepared))
+        if g is not None and getattr(self.backend, "has_global_hints", None) is False:
+            raise ValueError(f"global hints: {self.weights or 'these weights'} have no global hints branch "
+                             f"(the nets' global_net, trained by instcolor train --global-hints); colorize "
+                             f"without global hints or use weights that have it")
+        logits = want_logits or decode == "distribution"
+        if not logits and g is None and instances is None:
+            return run_batch(self.backend, prepared), None   # every backend; the official path
+        run_heads = getattr(self.backend, "run_heads", None)
+        if run_heads is None:
+            what = ("distribution decoding" if decode == "distribution" else
+                    "colour suggestions" if want_logits else "global hints" if g is not None else "cached instances")
+            raise ValueError(f"{what}: the {getattr(self.backend, 'name', type(self.backend).__name__)} backend "
+                             f"does not give the classification head / global input; use backend='torch'")
+        if len({p.size for p in prepared}) != 1:
+            raise ValueError(f"all images of a batch need one processing size, got {sorted({p.size for p in prepared})}")
+        heads = run_heads(Batch.stack(prepared, global_input=g), logits=logits, instances=instances)
+        ab = heads.ab
+        if decode == "distribution":
+            ab = _distribution.upsample_ab(_distribution.annealed_mean(heads.logits, temperature), prepared[0].size)
+        return [ab[i] for i in range(len(prepared))], heads.logits
 
     # ------------------------------------------------------------------ video
     def colorize_video(self, frames, hints=None, **options):
@@ -126,6 +256,19 @@ class Colorizer:
         from .video import VideoOptions, colorize_frames
 
         return colorize_frames(frames, self, VideoOptions(**options), hints=hints)
+
+
+def _image_name(image, index: int) -> str:
+    return str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
+
+
+def suggest_from_logits(logits: np.ndarray, image: np.ndarray, x, y, k: int):
+    """Suggestions at input pixel (x, y) of ``image`` (H,W,3) uint8 from its class logits (529,S/4,S/4)."""
+    from .suggest import grid_cell, pixel_lightness, suggest_at
+
+    size = logits.shape[-1] * 4
+    row, col = grid_cell(x, y, image.shape[:2], size)
+    return suggest_at(logits[:, row, col], pixel_lightness(image, x, y), k)
 
 
 def _selected_extras(boxes, scores, labels):
