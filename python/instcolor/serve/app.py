@@ -1,6 +1,6 @@
 """The ASGI application: lifespan (load the model, warm it up, start the batcher; drain on
 shutdown), the shared :class:`Service` the routes use, error handlers, /metrics, the routes of
-``protocol/v1.py`` and ``protocol/v2.py``, and the editor UI at /ui when the package ships it."""
+``protocol/v1.py`` and ``protocol/v2.py``, and the hint editor (``editor.py``: /editor, the page at /ui)."""
 from __future__ import annotations
 
 import asyncio
@@ -164,20 +164,23 @@ def error_response(exc: ServeError):
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def build_app(settings: ServeSettings | None = None, *, colorizer=None, loader=None, load_in_background: bool = True):
+def build_app(settings: ServeSettings | None = None, *, colorizer=None, loader=None, load_in_background: bool = True,
+              editor_settings=None):
     """A new FastAPI app serving ``settings`` (default: :class:`ServeSettings` defaults).
 
     ``colorizer``: serve this object (anything with ``colorize_batch``, ``default_size``,
     ``detector``) instead of loading one; ``loader``: a callable returning the colorizer, called
     in a worker thread at startup. ``load_in_background``: start answering at once (live; ready
     and the APIs answer 503 until the model is loaded and warmed up) instead of loading inside
-    the lifespan startup (Ray Serve replicas, which count as started only when loaded)."""
+    the lifespan startup (Ray Serve replicas, which count as started only when loaded).
+    ``editor_settings``: :class:`instcolor.ui.editor.EditorSettings` of the hint editor (/editor, /ui)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, RedirectResponse, Response
+    from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from .. import __version__
+    from . import editor
     from .protocol import v1, v2
 
     settings = settings or ServeSettings()
@@ -225,33 +228,9 @@ def build_app(settings: ServeSettings | None = None, *, colorizer=None, loader=N
 
     app.include_router(v1.router)
     app.include_router(v2.router)
-    _mount_ui(app, RedirectResponse)
+    editor.register(app, editor_settings)  # /editor routes, the page at /ui/ (/ redirects there)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app
-
-
-def _mount_ui(app, RedirectResponse) -> None:
-    """The static editor (``instcolor/ui``) at /ui, and / redirecting there, when the package has it."""
-    from importlib.resources import files
-
-    try:
-        has_ui = files("instcolor").joinpath("ui", "index.html").is_file()
-    except (ModuleNotFoundError, OSError):
-        has_ui = False
-    if not has_ui:
-        return
-    import mimetypes
-
-    from fastapi.staticfiles import StaticFiles
-
-    mimetypes.add_type("text/javascript", ".js")  # some hosts map .js to text/plain: modules then refuse to load
-    mimetypes.add_type("text/css", ".css")
-
-    @app.get("/", include_in_schema=False)
-    async def _root():
-        return RedirectResponse("/ui/")
-
-    app.mount("/ui", StaticFiles(packages=[("instcolor", "ui")], html=True), name="ui")
 
 
 __all__ = ["BadRequest", "Service", "build_app", "default_loader"]

@@ -41,6 +41,12 @@ def add_serve_parser(subparsers) -> None:
                    help="answer 504 when a request has no result after S seconds; also the shutdown drain limit")
     p.add_argument("--io-threads", type=int, default=2, metavar="N",
                    help="threads for body parsing, image decoding and encoding")
+    p.add_argument("--editor-sessions", type=int, default=16, metavar="N",
+                   help="hint editor (open http://HOST:PORT/): images kept open for editing; the least recently used "
+                        "is closed beyond N")
+    p.add_argument("--editor-memory-mb", type=float, default=2048.0, metavar="MB",
+                   help="hint editor: memory for the open images (inputs, cached features, results); the least "
+                        "recently used is closed beyond it")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
                    help="log level (info: one line per request)")
     p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (needs the ray extra)")
@@ -68,6 +74,18 @@ def settings_from_args(args):
     except ValueError as e:  # "max_wait_ms: ..." -> "--max-wait-ms: ..."
         field, _, rest = str(e).partition(": ")
         raise UsageError(f"--{field.replace('_', '-')}: {rest}") from None
+
+
+def editor_settings_from_args(args):
+    from ..errors import UsageError
+    from ..ui.editor import EditorSettings
+
+    try:
+        return EditorSettings(max_sessions=args.editor_sessions, max_mb=args.editor_memory_mb)
+    except ValueError as e:
+        field, _, rest = str(e).partition(": ")
+        flag = {"max_sessions": "--editor-sessions", "max_mb": "--editor-memory-mb"}.get(field, field)
+        raise UsageError(f"{flag}: {rest}") from None
 
 
 def _setup_logging(level: str) -> None:
@@ -98,6 +116,7 @@ def cmd_serve(args) -> int:
     from ..errors import UsageError
 
     settings = settings_from_args(args)
+    editor_settings = editor_settings_from_args(args)
     if not args.ray:
         for flag, value, default in (("--replicas", args.replicas, 1), ("--address", args.address, None),
                                      ("--autoscaling", args.autoscaling, None), ("--replica-cpus", args.replica_cpus, 1.0)):
@@ -127,7 +146,7 @@ def cmd_serve(args) -> int:
                            num_cpus=args.replica_cpus)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    return _serve_uvicorn(settings, args.log_level)
+    return _serve_uvicorn(settings, args.log_level, editor_settings)
 
 
 def _importable(name: str) -> bool:
@@ -162,7 +181,7 @@ def _graceful_server_class():
     return GracefulServer
 
 
-def _serve_uvicorn(settings, log_level: str) -> int:
+def _serve_uvicorn(settings, log_level: str, editor_settings=None) -> int:
     import uvicorn
 
     from ..errors import UsageError
@@ -177,11 +196,11 @@ def _serve_uvicorn(settings, log_level: str) -> int:
     _GracefulServer = _graceful_server_class()
     sock = _listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
-    app = build_app(settings, colorizer=colorizer, load_in_background=True)
+    app = build_app(settings, colorizer=colorizer, load_in_background=True, editor_settings=editor_settings)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=int(settings.timeout_s) + 5, timeout_keep_alive=5)
     server = _GracefulServer(config)
-    log.info("instcolor serve: listening on http://%s:%d (ready at /v2/health/ready once warmed up)",
+    log.info("instcolor serve: listening on http://%s:%d (ready at /v2/health/ready once warmed up; editor at /)",
              f"[{host}]" if ":" in host else host, port)
     server.run(sockets=[sock])
     log.info("instcolor serve: stopped")
