@@ -138,13 +138,13 @@ async def open_session(request: Request, size: str | None = None):
             raise InvalidOption("size", str(e)) from None
     decoded = await _image_body(svc, request)
     session = await _on_model_thread(svc, editor.open, decoded.rgb, proc)
-    return JSONResponse(session.describe(), status_code=201)
+    return JSONResponse({**session.describe(), "unsupported": editor.capabilities()}, status_code=201)
 
 
 @router.get("/sessions/{sid}", summary="An open image's facts")
 async def describe(request: Request, sid: str):
     _, editor = _editor(request)
-    return editor.get(sid).describe()
+    return {**editor.get(sid).describe(), "unsupported": editor.capabilities()}
 
 
 @router.delete("/sessions/{sid}", summary="Close an open image")

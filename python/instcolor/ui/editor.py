@@ -207,15 +207,20 @@ def resize_rgb(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
     if rgb.shape[:2] == tuple(hw):
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.Resampling.LANCZOS))
+    return np.array(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.Resampling.LANCZOS))
 
 
 def grey_of(rgb: np.ndarray) -> np.ndarray:
-    """The network's view of ``rgb``: its CIE L with a* = b* = 0, as sRGB uint8 (H, W, 3)."""
-    from ..compose import compose_reference
+    """The network's view of ``rgb``: its CIE L* shown as neutral grey (R = G = B, the sRGB grey of
+    that lightness), (H, W, 3) uint8. The page reads L* back from it."""
+    from ..prepare import lab_of_uint8
 
-    h, w = rgb.shape[:2]
-    return compose_reference(rgb, np.zeros((2, max(1, min(h, 8)), max(1, min(w, 8))), np.float32))
+    L = lab_of_uint8(rgb)[0, 0].astype(np.float64) * 100.0 + 50.0  # (H, W) in 0..100
+    fy = (L + 16.0) / 116.0
+    Y = np.where(fy > 0.2068966, fy ** 3, (fy - 16.0 / 116.0) / 7.787)
+    v = np.where(Y > 0.0031308, 1.055 * np.clip(Y, 0, None) ** (1 / 2.4) - 0.055, 12.92 * Y)
+    g = np.round(np.clip(v, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
 
 
 class EditSession:
@@ -317,7 +322,9 @@ class EditSession:
         except ServeError:
             raise
         except (ValueError, TypeError) as e:  # inputs the model refuses (e.g. hints it cannot place)
-            raise InvalidOption("hints", str(e)) from None
+            msg = str(e)
+            field = "global" if msg.startswith("global") else "exclude" if msg.startswith("exclude") else "hints"
+            raise InvalidOption(field, msg) from None
         self.runs += 1
         ab = np.ascontiguousarray(result.ab, np.float32)
         self._results[key] = ab
@@ -425,6 +432,32 @@ class Editor:
         self.ops = getattr(colorizer, "ops", None)
         self.store = SessionStore(self.settings.max_sessions, self.settings.max_bytes)
 
+    def unsupported(self, global_hints: bool = False, suggestions: bool = False) -> str | None:
+        """Why the colorizer cannot take global hints / give suggestions (None: it can)."""
+        check = getattr(self.colorizer, "check_support", None)
+        if check is not None:
+            try:
+                check(global_hints=global_hints, suggestions=suggestions)
+            except ValueError as e:
+                return str(e)
+            return None
+        if suggestions and not hasattr(self.colorizer, "suggest_colors") and not hasattr(self.colorizer, "open_session"):
+            return "this model's colorizer gives no colour suggestions"
+        if global_hints and not _accepts(self.colorizer.colorize_batch, "global_hints"):
+            return "this model's colorizer does not take global hints"
+        return None
+
+    def capabilities(self) -> dict:
+        """{"global_hints": None | why not, "suggestions": None | why not} for the page."""
+        return {"global_hints": self.unsupported(global_hints=True),
+                "suggestions": self.unsupported(suggestions=True)}
+
+    def _check_state(self, state: EditState) -> None:
+        if state.global_hints is not None:
+            why = self.unsupported(global_hints=True)
+            if why:
+                raise NotSupported(why, field="global")
+
     # -------------------------------------------------------------- sessions
     def open(self, image: np.ndarray, size: int | None = None, boxes=None, scores=None) -> EditSession:
         """Open ``image`` (H, W, 3) uint8: detect (when the colorizer has a detector and no boxes
@@ -433,7 +466,10 @@ class Editor:
 
         size = self.size if size is None else check_size(size)
         image = np.ascontiguousarray(image, np.uint8)
-        inner = open_colorizer_session(self.colorizer, image, boxes=boxes, scores=scores, size=size)
+        try:
+            inner = open_colorizer_session(self.colorizer, image, boxes=boxes, scores=scores, size=size)
+        except (ValueError, TypeError) as e:  # boxes that do not fit the image, an unusable image
+            raise InvalidOption("image", str(e)) from None
         session = EditSession(secrets.token_urlsafe(12), image, inner, size, self.settings, ops=self.ops)
         self.store.add(session)
         return session
@@ -448,6 +484,7 @@ class Editor:
     def preview(self, session: EditSession, n: int, state: EditState) -> np.ndarray:
         """The preview (h, w, 3) uint8 of ``state`` for request number ``n`` (from
         :meth:`EditSession.begin`); Superseded when a newer request came first. Model thread."""
+        self._check_state(state)
         session.check_newest(n)
         with session.lock:
             session.check_newest(n)  # a newer edit came while this one waited for the lock
@@ -470,9 +507,11 @@ class Editor:
             raise InvalidOption("x", f"({x:g}, {y:g}) lies outside the {w}x{h} image")
         if not 1 <= k <= 64:
             raise InvalidOption("k", f"expected 1..64 suggestions, got {k}")
+        self._check_state(state)
+        why = self.unsupported(suggestions=True)
         fn = getattr(session.inner, "suggest_colors", None)
-        if fn is None:
-            raise NotSupported("this model's colorizer gives no colour suggestions")
+        if why or fn is None:
+            raise NotSupported(why or "this model's colorizer gives no colour suggestions")
         with session.lock:
             found = fn(x, y, k=k, hints=list(state.hints), global_hints=state.global_hints,
                        exclude=list(state.exclude))
@@ -500,38 +539,23 @@ class Editor:
 
 
 def gamut_picture(L: float, n: int = 128) -> np.ndarray:
-    """An (n, n, 4) uint8 RGBA picture of the a*b* plane at lightness ``L`` (0..100): column i is
-    a* = -AB_RANGE + (i + 0.5) * 2 AB_RANGE / n, row j is b* = +AB_RANGE - (j + 0.5) * 2 AB_RANGE / n
-    (b* up); each pixel is the sRGB colour of (L, a*, b*), alpha 0 where sRGB cannot show it."""
-    if not (isinstance(L, (int, float)) and math.isfinite(L) and 0 <= L <= 100):
-        raise InvalidOption("L", f"expected a lightness in [0, 100], got {L!r}")
-    if not 8 <= n <= 512:
-        raise InvalidOption("n", f"expected a picture side 8..512, got {n}")
-    step = 2 * AB_RANGE / n
-    a = -AB_RANGE + (np.arange(n) + 0.5) * step
-    b = AB_RANGE - (np.arange(n) + 0.5) * step
-    A, B = np.meshgrid(a, b)
-    rgb, inside = _lab_grid_to_rgb(float(L), A, B)
-    out = np.zeros((n, n, 4), np.uint8)
-    out[..., :3] = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-    out[..., 3] = np.where(inside, 255, 0)
-    return out
-
-
-def _lab_grid_to_rgb(L: float, A: np.ndarray, B: np.ndarray):
-    """sRGB of Lab(L, A, B) through instcolor.color, and whether it is displayable: the colour,
-    clipped to [0, 1], converts back to within 1 Lab unit of the asked one."""
-    import torch
-
+    """An (n, n, 4) uint8 RGBA picture of the a*b* plane at lightness ``L`` (0..100) from
+    :func:`instcolor.color.gamut`: column i is a* = -AB_RANGE + i * 2 AB_RANGE / (n - 1), row j is
+    b* = +AB_RANGE - j * 2 AB_RANGE / (n - 1) (b* up); each pixel is the sRGB colour of
+    (L, a*, b*), alpha 0 where sRGB cannot show it."""
     from .. import color as _color
 
-    lab = np.stack([np.full_like(A, (L - _color.L_CENT) / _color.L_NORM), A / _color.AB_NORM, B / _color.AB_NORM])
-    lab_t = torch.from_numpy(lab.astype(np.float32))[None]
-    rgb = _color.lab_to_rgb(lab_t)
-    clipped = rgb.clamp(0.0, 1.0)
-    back = _color.rgb_to_lab(clipped)[0].numpy()
-    err = np.sqrt(((back[0] - lab[0]) * _color.L_NORM) ** 2 + (((back[1:] - lab[1:]) * _color.AB_NORM) ** 2).sum(0))
-    return clipped[0].permute(1, 2, 0).numpy(), err < 1.0
+    if isinstance(L, bool) or not isinstance(L, (int, float)) or not (math.isfinite(L) and 0 <= L <= 100):
+        raise InvalidOption("L", f"expected a lightness in [0, 100], got {L!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 8 <= n <= 512:
+        raise InvalidOption("n", f"expected a picture side 8..512, got {n!r}")
+    mask, axis = _color.gamut(float(L), step=2 * AB_RANGE / (n - 1), ab_max=AB_RANGE)  # mask[i, j]: a = axis[i], b = axis[j]
+    a, b = np.meshgrid(axis, axis[::-1])  # rows: b from +AB_RANGE down; columns: a
+    rgb = _color.lab_to_rgb_uint8(float(L), np.stack([a.ravel(), b.ravel()], 1)).reshape(n, n, 3)
+    out = np.zeros((n, n, 4), np.uint8)
+    out[..., :3] = rgb
+    out[..., 3] = np.where(mask[:, ::-1].T, 255, 0)
+    return out
 
 
 __all__ = ["AB_RANGE", "BatchSession", "EditSession", "Editor", "EditorSettings", "NotSupported", "SessionEvicted",

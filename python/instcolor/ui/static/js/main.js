@@ -152,6 +152,12 @@ function renderAll() {
   for (const id of ["save-hints", "download", "load-hints", "reference-file", "use-saturation", "clear-points"]) {
     $(id).disabled = !has || (id === "clear-points" && !st.hints.length);
   }
+  const noGlobal = has && st.session.unsupported && st.session.unsupported.global_hints;
+  if (noGlobal) {
+    $("reference-file").disabled = true;
+    $("use-saturation").disabled = true;
+  }
+  $("global-unsupported").textContent = noGlobal ? `Not available: ${noGlobal}` : "";
   $("saturation").disabled = !has || st.global.saturation === null;
   $("use-saturation").checked = st.global.saturation !== null;
   if (st.global.saturation !== null) {
@@ -230,6 +236,12 @@ async function selectionChanged() {
   }
   const L = lightnessAt(sel.x, sel.y);
   picker.show(L, sel.rgb || null).catch((e) => showMessage(`Colour picker: ${e.message || e}`));
+  const noSuggestions = st.session.unsupported && st.session.unsupported.suggestions;
+  if (noSuggestions) {
+    $("suggestions").replaceChildren(Object.assign(document.createElement("span"),
+      { className: "muted", textContent: `Not available: ${noSuggestions}` }));
+    return;
+  }
   if (suggestController) suggestController.abort();
   const controller = new AbortController();
   suggestController = controller;

@@ -7,6 +7,8 @@ import { hexToRgb, rgbToHex, rgbToLab } from "./color.js";
 
 const AB_RANGE = 110; // the gamut picture spans a*, b* in [-110, 110] (GET /editor/gamut.png)
 const N = 128;
+// picture column i is a* = -AB_RANGE + i * STEP, row j is b* = AB_RANGE - j * STEP
+const STEP = (2 * AB_RANGE) / (N - 1);
 
 export class GamutPicker {
   /** @param {HTMLCanvasElement} canvas @param {(rgb: string) => void} onPick */
@@ -21,9 +23,9 @@ export class GamutPicker {
     this.loaded = -1;
     canvas.addEventListener("pointerdown", (e) => {
       const r = canvas.getBoundingClientRect();
-      const a = ((e.clientX - r.left) / r.width) * 2 * AB_RANGE - AB_RANGE;
-      const b = AB_RANGE - ((e.clientY - r.top) / r.height) * 2 * AB_RANGE;
-      this.cursor = [a, b];
+      const i = Math.floor(((e.clientX - r.left) / r.width) * N);
+      const j = Math.floor(((e.clientY - r.top) / r.height) * N);
+      this.cursor = [clamp(-AB_RANGE + i * STEP), clamp(AB_RANGE - j * STEP)];
       this.pick();
     });
     canvas.addEventListener("keydown", (e) => {
@@ -64,8 +66,8 @@ export class GamutPicker {
 
   /** The displayable colour under the cursor, or null. */
   colorAt(a, b) {
-    const i = Math.floor(((a + AB_RANGE) / (2 * AB_RANGE)) * N);
-    const j = Math.floor(((AB_RANGE - b) / (2 * AB_RANGE)) * N);
+    const i = Math.round((a + AB_RANGE) / STEP);
+    const j = Math.round((AB_RANGE - b) / STEP);
     if (i < 0 || j < 0 || i >= N || j >= N) return null;
     const px = this.ctx.getImageData(i, j, 1, 1).data;
     return px[3] ? rgbToHex([px[0], px[1], px[2]]) : null;
@@ -83,8 +85,8 @@ export class GamutPicker {
     ctx.clearRect(0, 0, c.width, c.height);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(this.picture, 0, 0, c.width, c.height);
-    const x = ((this.cursor[0] + AB_RANGE) / (2 * AB_RANGE)) * c.width;
-    const y = ((AB_RANGE - this.cursor[1]) / (2 * AB_RANGE)) * c.height;
+    const x = ((Math.round((this.cursor[0] + AB_RANGE) / STEP) + 0.5) / N) * c.width;
+    const y = ((Math.round((AB_RANGE - this.cursor[1]) / STEP) + 0.5) / N) * c.height;
     ctx.lineWidth = 2;
     ctx.strokeStyle = "#000";
     ctx.beginPath(); ctx.arc(x, y, 6, 0, 2 * Math.PI); ctx.stroke();
@@ -93,7 +95,7 @@ export class GamutPicker {
   }
 }
 
-function clamp(v) { return Math.max(-AB_RANGE + 0.5, Math.min(AB_RANGE - 0.5, v)); }
+function clamp(v) { return Math.max(-AB_RANGE, Math.min(AB_RANGE, v)); }
 
 /** Fill ``list`` with swatch buttons. @param {HTMLElement} list @param {{rgb: string, p?: number}[]} colors
  * @param {(rgb: string) => void} onPick */
