@@ -26,7 +26,8 @@ def test_manifest_lists_segments_in_order(tiny_export):
     nets, d, manifest = tiny_export
     assert read_manifest(d) == manifest == json.loads((d / "manifest.json").read_text())
     names = [s["name"] for s in manifest["segments"]]
-    assert names == ["full", "instance"] + [f"fusion.{n}" for n in FEATURE_NAMES] + ["fusion.out"]
+    assert names == ["full", "instance"] + [f"fusion.{n}" for n in FEATURE_NAMES] + ["fusion.out", "head.full",
+                                                                                      "head.fusion"]
     assert manifest["format"] == FORMAT and manifest["width"] == 0.125 and len(manifest["weights_sha256"]) == 64
     assert len(manifest["segments"][1]["outputs"]) == 26
     for s in manifest["segments"]:

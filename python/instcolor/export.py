@@ -1,15 +1,24 @@
 """ONNX export of the nets as ordered segments (../shared/DESIGN.md, "Segments").
 
-* ``full``: the full-image net (GComp), (A, B, mask) -> ab.
+* ``full``: the full-image net (GComp), (A, B, mask) -> ab, and its conv8_3 (what the class head reads).
 * ``instance``: the instance net on crops, (A, B, mask) -> 13 feature maps + the 13 per-instance
   blend logits of the fusion net's blocks (they depend only on the instance features).
 * ``fusion.<point>`` for each of the 13 feature points: the backbone step that produces that
   feature from its inputs, plus the block's background-logit convs -> (feature, bg_logit). The
   native ``fuse_instances`` kernel runs between these segments.
 * ``fusion.out``: the final 1x1 conv + tanh on the blended conv10_2.
+* ``head.full`` / ``head.fusion``: the classification head (``model_class``, 1x1 conv to 529 ab-bin
+  logits) of the full-image net on its conv8_3 and of the fusion net on the blended conv8_3. They
+  run only when a caller asks for the class logits.
+
+Nets with the SIGGRAPH'17 global hints branch: the segments that compute conv4_3 (``full`` and
+``fusion.conv4_3``) take one more input, ``global_input`` (N, 532, 1, 1); the manifest lists them
+under ``global_input_segments``.
 
 A ``manifest.json`` lists the segments in execution order with their tensor names and shapes
 and the hash of the weights they came from. Batch / instance / spatial dimensions are dynamic.
+Exports of format ``instcolor-segments/1`` (before the class head and global hints) are still
+read; they have no ``head.*`` segments, ``full`` has the output ab only, and no global input.
 
 An export folder read back is untrusted input: :func:`read_manifest` checks the manifest's
 layout and the backends check each segment file, raising :class:`ExportError` (a ValueError)
@@ -29,10 +38,18 @@ import torch
 import torch.nn as nn
 
 from ._fileio import OUTPUT_MARKER, publish_dir
-from .models.backbone import FEATURE_LEVELS, FEATURE_NAMES, RELU_FOLLOWED, STAGE_INPUTS
+from .models.backbone import (FEATURE_LEVELS, FEATURE_NAMES, GLOBAL_INPUT_CHANNELS, NUM_CLASSES, RELU_FOLLOWED,
+                              STAGE_INPUTS)
 
 MANIFEST = "manifest.json"
-FORMAT = "instcolor-segments/1"
+FORMAT = "instcolor-segments/2"  # /2: head.* segments, conv8_3 out of full, optional global_input
+FORMAT_V1 = "instcolor-segments/1"  # read only
+FORMATS_READ = (FORMAT_V1, FORMAT)
+GLOBAL_INPUT = "global_input"
+# Segments that compute conv4_3 and so take the global input when their net has the branch.
+GLOBAL_INPUT_SEGMENTS = {"full": "full", "fusion.conv4_3": "fusion"}
+HEAD_SEGMENTS = ("head.full", "head.fusion")
+CLASS_LOGITS = "class_logits"
 OPSET = 17  # TensorRT 10 and ONNX Runtime >= 1.14 support it
 _LEVEL_DIM = ("S", "S_2", "S_4", "S_8")
 PRECISION_DIRS = ("fp32", "fp16")  # `instcolor export --precision both` writes OUTDIR/fp32 and OUTDIR/fp16
@@ -43,12 +60,22 @@ class ExportError(ValueError):
 
 
 class FullSegment(nn.Module):
+    """(A, B, mask[, global_input]) -> (ab, conv8_3)."""
+
     def __init__(self, full):
         super().__init__()
         self.net = full
 
-    def forward(self, A, B, mask):
-        return self.net(A, B, mask)
+    def forward(self, A, B, mask, global_input=None):
+        seen = {}
+
+        def record(name, x):
+            if name == "conv8_3":
+                seen[name] = x
+            return x
+
+        ab = self.net.run(A, B, mask, record, global_input=global_input)
+        return ab, seen["conv8_3"]
 
 
 class InstanceSegment(nn.Module):
@@ -78,7 +105,12 @@ class FusionStageSegment(nn.Module):
         self.net, self.name = fusion, name
 
     def forward(self, *inputs):
-        feat = self.net.stage(self.name, *inputs)
+        if self.name == "conv4_3" and self.net.global_net is not None:  # (..., global_input) last
+            *inputs, g = inputs
+            feat = self.net.stage(self.name, *inputs)
+            feat = feat + self.net.global_net(g)  # as SIGGRAPHBackbone.heads does after conv4_3
+        else:
+            feat = self.net.stage(self.name, *inputs)
         return feat, self.net.block(self.name).background_logits(feat)
 
 
@@ -91,46 +123,90 @@ class FusionOutSegment(nn.Module):
         return self.net.stage("out", x)
 
 
-def _level_of_input(name: str) -> int:
+class ClassHeadSegment(nn.Module):
+    """conv8_3 (n, C, S/4, S/4) -> class logits (n, 529, S/4, S/4): the net's ``model_class``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, conv8_3):
+        return self.net.model_class(conv8_3)
+
+
+def _level_of_input(name: str) -> int | None:
+    """Grid level of a segment input (spatial size S >> level); None for the 1x1 global input."""
+    if name == GLOBAL_INPUT:
+        return None
     return 0 if name in ("A", "B", "mask") else FEATURE_LEVELS[name]
 
 
-def segment_layout() -> list[dict]:
-    """Ordered segments without their modules: name, input names, output names, batch dim."""
-    layout = [dict(name="full", inputs=["A", "B", "mask"], outputs=["ab"], batch="n"),
+def _level_of_output(name: str) -> int:
+    if name == CLASS_LOGITS:
+        return FEATURE_LEVELS["conv8_3"]
+    point = name.split(".")[-1]
+    return FEATURE_LEVELS[point] if point in FEATURE_LEVELS else 0
+
+
+def segment_layout(format: str = FORMAT, global_input_segments=()) -> list[dict]:
+    """Ordered segments without their modules: name, input names, output names, batch dim (and,
+    for ``head.full``, ``source``: the segment whose output it reads). ``format``: the layout of
+    that export format (:data:`FORMAT_V1`: no heads, no global input); ``global_input_segments``:
+    the segments (of :data:`GLOBAL_INPUT_SEGMENTS`) that take ``global_input`` as their last input."""
+    v2 = format != FORMAT_V1
+    g = set(global_input_segments) if v2 else set()
+    layout = [dict(name="full", inputs=["A", "B", "mask"] + ([GLOBAL_INPUT] if "full" in g else []),
+                   outputs=["ab", "conv8_3"] if v2 else ["ab"], batch="n"),
               dict(name="instance", inputs=["A", "B", "mask"],
                    outputs=[f"feat.{n}" for n in FEATURE_NAMES] + [f"logit.{n}" for n in FEATURE_NAMES], batch="m")]
     for n in FEATURE_NAMES:
-        layout.append(dict(name=f"fusion.{n}", inputs=list(STAGE_INPUTS[n]), outputs=[n, f"bg_logit.{n}"], batch="n"))
+        inputs = list(STAGE_INPUTS[n]) + ([GLOBAL_INPUT] if f"fusion.{n}" in g else [])
+        layout.append(dict(name=f"fusion.{n}", inputs=inputs, outputs=[n, f"bg_logit.{n}"], batch="n"))
     layout.append(dict(name="fusion.out", inputs=["conv10_2"], outputs=["ab"], batch="n"))
+    if v2:
+        layout.append(dict(name="head.full", inputs=["conv8_3"], outputs=[CLASS_LOGITS], batch="n", source="full"))
+        layout.append(dict(name="head.fusion", inputs=["conv8_3"], outputs=[CLASS_LOGITS], batch="n"))
     return layout
+
+
+def global_input_segments(nets: dict) -> list[str]:
+    """The segments that take ``global_input``: those computing conv4_3 in a net with the branch."""
+    return [seg for seg, kind in GLOBAL_INPUT_SEGMENTS.items() if nets[kind].global_net is not None]
 
 
 def segment_specs(nets: dict) -> list[dict]:
     """Ordered segments: name, module, input names, output names, and which batch dim each uses."""
     full, inst, fusion = nets["full"], nets["instance"], nets["fusion"]
-    modules = {"full": FullSegment(full), "instance": InstanceSegment(inst, fusion), "fusion.out": FusionOutSegment(fusion)}
+    modules = {"full": FullSegment(full), "instance": InstanceSegment(inst, fusion), "fusion.out": FusionOutSegment(fusion),
+               "head.full": ClassHeadSegment(full), "head.fusion": ClassHeadSegment(fusion)}
     modules.update({f"fusion.{n}": FusionStageSegment(fusion, n) for n in FEATURE_NAMES})
-    return [dict(spec, module=modules[spec["name"]]) for spec in segment_layout()]
+    return [dict(spec, module=modules[spec["name"]]) for spec in segment_layout(FORMAT, global_input_segments(nets))]
+
+
+def _input_channels(name: str, channels: dict) -> int:
+    return {"A": 1, "B": 2, "mask": 1, GLOBAL_INPUT: GLOBAL_INPUT_CHANNELS}.get(name) or channels[name]
 
 
 def _example_inputs(spec: dict, channels: dict, size: int, dtype) -> tuple:
     out = []
     for name in spec["inputs"]:
-        c = {"A": 1, "B": 2, "mask": 1}.get(name) or channels[name]
-        s = size >> _level_of_input(name)
-        out.append(torch.randn(2, c, s, s, dtype=dtype))
+        level = _level_of_input(name)
+        s = 1 if level is None else size >> level
+        out.append(torch.randn(2, _input_channels(name, channels), s, s, dtype=dtype))
     return tuple(out)
 
 
 def _dynamic_axes(spec: dict) -> dict:
     axes = {}
     for name in spec["inputs"]:
-        d = _LEVEL_DIM[_level_of_input(name)]
+        level = _level_of_input(name)
+        if level is None:
+            axes[name] = {0: spec["batch"]}
+            continue
+        d = _LEVEL_DIM[level]
         axes[name] = {0: spec["batch"], 2: d, 3: d}
     for name in spec["outputs"]:
-        point = name.split(".")[-1]
-        d = _LEVEL_DIM[FEATURE_LEVELS[point]] if point in FEATURE_LEVELS else _LEVEL_DIM[0]
+        d = _LEVEL_DIM[_level_of_output(name)]
         axes[name] = {0: spec["batch"], 2: d, 3: d}
     return axes
 
@@ -143,6 +219,12 @@ def _drop_intermediate_shapes(path: Path) -> None:
     model = onnx.load(str(path))
     del model.graph.value_info[:]
     onnx.save(model, str(path))
+
+
+def export_cache_name(nets: dict, precision: str) -> str:
+    """Folder name (under ``cache_dir()/"onnx"``) of the cached export of ``nets``: the weights hash,
+    the export format and the precision, so a change of either never reuses an older export."""
+    return f"{weights_hash(nets)[:20]}-seg{FORMAT.rsplit('/', 1)[-1]}-{precision}"
 
 
 def weights_hash(nets: dict) -> str:
@@ -230,7 +312,8 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
     manifest = dict(format=FORMAT, opset=OPSET, precision=precision, width=nets["full"].width,
                     weights_sha256=weights_hash(nets), feature_names=list(FEATURE_NAMES),
                     feature_levels={n: FEATURE_LEVELS[n] for n in FEATURE_NAMES},
-                    feature_channels=dict(channels), segments=[])
+                    feature_channels=dict(channels), num_classes=NUM_CLASSES,
+                    global_input_segments=global_input_segments(nets), segments=[])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -249,7 +332,7 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
             manifest["segments"].append(dict(
                 name=spec["name"], file=fname, batch_dim=spec["batch"],
                 inputs=[dict(name=n, channels=int(a.shape[1]), level=_level_of_input(n)) for n, a in zip(spec["inputs"], args)],
-                outputs=spec["outputs"]))
+                outputs=spec["outputs"], **({"source": spec["source"]} if "source" in spec else {})))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         publish_dir(tmp)
         new = [s["file"] for s in manifest["segments"]] + [MANIFEST]
@@ -327,7 +410,7 @@ def _check_replaceable(out_dir: Path, owned: set[str]) -> None:
         shown = sorted(present)
         raise FileExistsError(f"{out_dir}: folder is not empty and holds no instcolor export ({', '.join(shown[:4])}"
                               f"{', ...' if len(shown) > 4 else ''}); export to a new or empty folder")
-    clash = sorted(n for n in present - own if n in {f"{s['name']}.onnx" for s in segment_layout()} | {MANIFEST})
+    clash = sorted(n for n in present - own if n in {f"{s['name']}.onnx" for s in segment_layout(FORMAT, GLOBAL_INPUT_SEGMENTS)} | {MANIFEST})
     if clash:
         raise FileExistsError(f"{out_dir}: holds {', '.join(clash[:4])}, which the earlier export did not write; "
                               "export to a new or empty folder")
@@ -351,8 +434,9 @@ def read_manifest(export_dir: str | os.PathLike) -> dict:
         raise ExportError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(manifest, dict):
         _fail(path, "expected a JSON object")
-    if manifest.get("format") != FORMAT:
-        _fail(path, f"format {manifest.get('format')!r}, expected {FORMAT!r}")
+    fmt = manifest.get("format")
+    if fmt not in FORMATS_READ:
+        _fail(path, f"format {fmt!r}, expected {FORMAT!r} (or the older {FORMAT_V1!r})")
     if manifest.get("precision") not in ("fp32", "fp16"):
         _fail(path, f"precision {manifest.get('precision')!r}, expected 'fp32' or 'fp16'")
     width = manifest.get("width")
@@ -363,13 +447,19 @@ def read_manifest(export_dir: str | os.PathLike) -> dict:
     if manifest.get("feature_levels") != {n: FEATURE_LEVELS[n] for n in FEATURE_NAMES}:
         _fail(path, "'feature_levels' does not match the feature points")
     segments = manifest.get("segments")
-    layout = segment_layout()
+    g = manifest.get("global_input_segments", []) if fmt == FORMAT else []
+    if not isinstance(g, list) or not set(g) <= set(GLOBAL_INPUT_SEGMENTS) or len(set(g)) != len(g):
+        _fail(path, f"'global_input_segments' must list some of {sorted(GLOBAL_INPUT_SEGMENTS)}, got {g!r}")
+    if fmt == FORMAT and manifest.get("num_classes") != NUM_CLASSES:
+        _fail(path, f"'num_classes' must be {NUM_CLASSES}, got {manifest.get('num_classes')!r}")
+    layout = segment_layout(fmt, g)
     if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
         _fail(path, "'segments' must be a list of objects")
     names = [s.get("name") for s in segments]
     if names != [spec["name"] for spec in layout]:
         _fail(path, f"unexpected segments {names[:4]}{' ...' if len(names) > 4 else ''}; expected "
-                    f"full, instance, fusion.<point> x {len(FEATURE_NAMES)}, fusion.out")
+                    f"full, instance, fusion.<point> x {len(FEATURE_NAMES)}, fusion.out"
+                    f"{', head.full, head.fusion' if fmt == FORMAT else ''}")
     for seg, spec in zip(segments, layout):
         if not _bare_name(seg.get("file")) or not seg["file"].endswith(".onnx"):
             _fail(path, f"segment {seg['name']}: 'file' must be a file name in the folder ending .onnx, got {seg.get('file')!r}")
@@ -378,8 +468,11 @@ def read_manifest(export_dir: str | os.PathLike) -> dict:
             _fail(path, f"segment {seg['name']}: inputs must be {spec['inputs']}")
         for i in inputs:
             c = i.get("channels")
-            if isinstance(c, bool) or not isinstance(c, int) or not 0 < c <= 4096 or i.get("level") != _level_of_input(i["name"]):
+            if isinstance(c, bool) or not isinstance(c, int) or not 0 < c <= 4096 or i.get("level") != _level_of_input(i["name"]) \
+                    or (i["name"] == GLOBAL_INPUT and c != GLOBAL_INPUT_CHANNELS):
                 _fail(path, f"segment {seg['name']}: input {i['name']}: bad 'channels' {c!r} or 'level' {i.get('level')!r}")
+        if seg.get("source") != spec.get("source"):
+            _fail(path, f"segment {seg['name']}: 'source' must be {spec.get('source')!r}, got {seg.get('source')!r}")
         if seg.get("outputs") != spec["outputs"]:
             _fail(path, f"segment {seg['name']}: outputs must be {spec['outputs'][:3]}{' ...' if len(spec['outputs']) > 3 else ''}")
     return manifest

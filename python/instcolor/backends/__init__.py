@@ -1,4 +1,12 @@
-"""Inference backends. Each runs the nets on a :class:`instcolor.pipeline.Batch` and returns ab."""
+"""Inference backends. Each runs the nets on a :class:`instcolor.pipeline.Batch`:
+
+* ``run(batch) -> ab`` (B, 2, S, S);
+* ``run_heads(batch, logits=True, instances=None) -> pipeline.Heads`` (ab and, when asked, the
+  class logits (B, 529, S/4, S/4));
+* ``run_instances(crop_L) -> pipeline.InstanceState``: the instance net once, reusable by
+  ``run_heads(..., instances=state)``;
+* ``has_global_hints``: whether ``Batch.global_input`` is accepted (the nets have the branch).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,10 +65,10 @@ def make_backend(path, backend: str = DEFAULT_BACKEND, device: str = "cpu", **op
         raise ValueError(f"backend='onnxruntime' runs on the CPU here; got device={device!r}")
     if (Path(path) / MANIFEST).is_file():
         return OnnxRuntimeBackend(path)
-    from ..export import export_segments, weights_hash
+    from ..export import export_cache_name, export_segments
 
     nets = load_nets(path)
-    target = cache_dir() / "onnx" / f"{weights_hash(nets)[:20]}-fp32"
+    target = cache_dir() / "onnx" / export_cache_name(nets, "fp32")
     if not (target / MANIFEST).is_file():
         export_segments(nets, target, precision="fp32")
     return OnnxRuntimeBackend(target)
@@ -83,11 +91,11 @@ def _make_tensorrt(path, device, precision: str = "fp32", **options):
     elif (path / need / MANIFEST).is_file():
         target = path / need
     else:
-        from ..export import export_segments, weights_hash
+        from ..export import export_cache_name, export_segments
         from ..models import load_nets
 
         nets = load_nets(path)
-        target = cache_dir() / "onnx" / f"{weights_hash(nets)[:20]}-{need}"
+        target = cache_dir() / "onnx" / export_cache_name(nets, need)
         if not (target / MANIFEST).is_file():
             export_segments(nets, target, precision=need)
     return TensorRTBackend(target, precision=precision, device=f"cuda:{index}", **options)

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..export import read_manifest
 from ..trt.plan import MAX_INSTANCES_PER_IMAGE, plan_buffers, plan_profiles
-from .segments import SegmentBackend, split_batch
+from .segments import SegmentBackend, check_crops, split_batch_indices
 
 
 def parse_device(device) -> int:
@@ -204,19 +204,48 @@ class TensorRTBackend(SegmentBackend):
                     r.close_graphs()
 
     # ------------------------------------------------------------------ SegmentBackend
-    def run(self, batch) -> np.ndarray:
-        """``batch``: :class:`instcolor.pipeline.Batch` -> ab (B, 2, S, S) float32 numpy."""
+    def run_heads(self, batch, logits: bool = True, instances=None):
+        """``batch``: :class:`instcolor.pipeline.Batch` -> :class:`instcolor.pipeline.Heads` (see
+        :meth:`SegmentBackend.run_heads`), in chunks of at most ``max_images`` images."""
+        from ..pipeline import Heads
+
         B, S = batch.full_L.shape[0], int(batch.full_L.shape[-1])
         if len(batch.inst_image):
             counts = np.bincount(batch.inst_image, minlength=B)
             if counts.max() > self.max_instances_per_image:
                 raise ValueError(f"image {int(counts.argmax())} has {int(counts.max())} instances; the engines take "
                                  f"at most {self.max_instances_per_image} per image")
+        self._check_request(batch, logits)
+        if instances is not None:
+            instances.check(self, batch)
         activate = getattr(self.device, "activate", None)
         with activate() if activate is not None else contextlib.nullcontext():
             self._set = self.engine_set(S)
-            parts = [super(TensorRTBackend, self).run(p) for p in split_batch(batch, self.max_images)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            parts = [super(TensorRTBackend, self).run_heads(p, logits, None if instances is None else instances.select(sel))
+                     for p, sel in split_batch_indices(batch, self.max_images)]
+        if len(parts) == 1:
+            return parts[0]
+        return Heads(ab=np.concatenate([h.ab for h in parts]),
+                     logits=np.concatenate([h.logits for h in parts]) if logits else None)
+
+    def run_instances(self, crop_L):
+        """The instance engine on crops (M, 1, S, S) once, in chunks the engines take -> a host-side
+        :class:`instcolor.pipeline.InstanceState` (see :meth:`SegmentBackend.run_instances`)."""
+        from ..pipeline import InstanceState
+
+        crop_L = check_crops(crop_L)
+        M, S = crop_L.shape[0], int(crop_L.shape[-1])
+        chunk = self.max_images * self.max_instances_per_image
+        activate = getattr(self.device, "activate", None)
+        with activate() if activate is not None else contextlib.nullcontext():
+            self._set = self.engine_set(S)
+            parts = [super(TensorRTBackend, self).run_instances(crop_L[i:i + chunk]) for i in range(0, M, chunk)]
+        if len(parts) == 1:
+            return InstanceState(parts[0].features, parts[0].logits, M, S, self, parts[0]._take)
+        if not parts:
+            return super().run_instances(crop_L)
+        cat = lambda key: {k: np.concatenate([getattr(p, key)[k] for p in parts]) for k in parts[0].features}  # noqa: E731
+        return InstanceState(cat("features"), cat("logits"), M, S, self, parts[0]._take)
 
     def _feed(self, segment, name, host):
         view = self._set.view(segment, name, host.shape[0])

@@ -6,14 +6,7 @@ import torch
 
 from ..models.backbone import FEATURE_NAMES, NUM_CLASSES
 from ..pipeline import Heads, InstanceState
-
-
-def check_crops(crop_L) -> np.ndarray:
-    """``crop_L`` as float32 (M, 1, S, S); ValueError naming the shape otherwise."""
-    a = np.asarray(crop_L)
-    if a.ndim != 4 or a.shape[1] != 1 or a.shape[2] != a.shape[3]:
-        raise ValueError(f"crop_L: expected (M, 1, S, S) lightness crops, got shape {a.shape}")
-    return np.ascontiguousarray(a, np.float32)
+from .segments import check_crops
 
 
 NO_GLOBAL_BRANCH = ("Batch.global_input: these weights have no global hints branch (global_net; weights "

@@ -15,8 +15,11 @@ import numpy as np
 
 #: The official ``box_num`` (= :data:`instcolor.ops.MAX_INSTANCES`; kept here so planning needs no native code).
 MAX_INSTANCES_PER_IMAGE = 8
-#: Segment inputs that come from the host (the others are blended features of earlier segments).
-HOST_INPUTS = ("A", "B", "mask")
+#: Segment inputs that come from the host (the others are blended features of earlier segments, or,
+#: for a segment with a ``source``, outputs of that segment).
+HOST_INPUTS = ("A", "B", "mask", "global_input")
+#: Channels of the class head's output (``class_logits``, at level 2 = S/4).
+NUM_CLASSES = 529
 #: Engine build modes: fp32; fp16 via the TensorRT 10 builder flag on fp32 graphs; fp16 from the
 #: fp16 export as a strongly typed network (TensorRT >= 11, where the flag no longer exists).
 BUILD_MODES = ("fp32", "fp16-flag", "fp16-strong")
@@ -24,17 +27,18 @@ BUILD_MODES = ("fp32", "fp16-flag", "fp16-strong")
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output of a segment: ``shape(S, n, m) = (n or m, channels, S >> level, S >> level)``."""
+    """One input or output of a segment: ``shape(S, n, m) = (n or m, channels, S >> level, S >> level)``
+    (level None: 1 x 1, the global input)."""
 
     segment: str
     name: str
     is_input: bool
     channels: int
-    level: int
+    level: int | None
     batch: str  # "n" | "m"
 
     def shape(self, size: int, n: int, m: int) -> tuple[int, int, int, int]:
-        s = size >> self.level
+        s = 1 if self.level is None else size >> self.level
         return (n if self.batch == "n" else m, self.channels, s, s)
 
 
@@ -43,6 +47,8 @@ def _output_meta(manifest: dict, name: str) -> tuple[int, int]:
     channels, levels = manifest["feature_channels"], manifest["feature_levels"]
     if name == "ab":
         return 2, 0
+    if name == "class_logits":
+        return NUM_CLASSES, levels["conv8_3"]
     prefix, _, point = name.rpartition(".")
     if point not in channels:
         raise ValueError(f"manifest: cannot size output {name!r}")
@@ -58,8 +64,8 @@ def tensor_specs(manifest: dict) -> dict[str, list[TensorSpec]]:
     out = {}
     for seg in manifest["segments"]:
         b = seg["batch_dim"]
-        specs = [TensorSpec(seg["name"], i["name"], True, int(i["channels"]), int(i["level"]), b)
-                 for i in seg["inputs"]]
+        specs = [TensorSpec(seg["name"], i["name"], True, int(i["channels"]),
+                            None if i["level"] is None else int(i["level"]), b) for i in seg["inputs"]]
         for name in seg["outputs"]:
             c, lv = _output_meta(manifest, name)
             specs.append(TensorSpec(seg["name"], name, False, c, lv, b))
@@ -157,6 +163,10 @@ def plan_buffers(manifest: dict, size: int, max_images: int, dtype=np.float32,
             shape = t.shape(size, max_images, max_m)
             if t.is_input and t.name in HOST_INPUTS:
                 buf = need(f"{name}/{t.name}", shape)
+            elif t.is_input and seg.get("source"):  # head.full reads the full segment's conv8_3
+                if (seg["source"], t.name) not in tensors:
+                    raise ValueError(f"manifest: {name} reads {t.name!r} of {seg['source']!r}, which comes later or lacks it")
+                buf = tensors[(seg["source"], t.name)][1]
             elif t.is_input:
                 if t.name not in fused:
                     raise ValueError(f"manifest: {name} reads {t.name!r} before any segment produced it")
