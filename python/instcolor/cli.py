@@ -85,6 +85,29 @@ def _check_colorize_options(args) -> None:
             max_pixels_limit(args.max_pixels)
         except ValueError as e:
             raise UsageError(f"--max-pixels: {e}") from None
+    if args.temperature is not None:
+        from .distribution import check_temperature
+
+        try:
+            check_temperature(args.temperature)
+        except ValueError as e:
+            raise UsageError(f"--temperature: {e}") from None
+    if args.saturation is not None and not 0.0 <= args.saturation <= 1.0:
+        raise UsageError(f"--saturation must be in [0, 1] (mean HSV saturation), got {args.saturation}")
+
+
+def _colorize_global_hints(args):
+    """``--reference`` / ``--saturation`` -> one GlobalHints for every image, or None."""
+    if args.reference is None and args.saturation is None:
+        return None
+    from .global_hints import GlobalHints
+
+    if args.reference is None:
+        return GlobalHints(saturation=args.saturation)
+    try:
+        return GlobalHints.from_image(args.reference, saturation=args.saturation)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--reference: {e}") from None
 
 
 def cmd_colorize(args) -> int:
@@ -131,7 +154,12 @@ def cmd_colorize(args) -> int:
     if not items:
         return _finish_colorize(report, args)
 
+    global_hints = _colorize_global_hints(args)
     colorizer = _load_colorizer(args)
+    try:
+        colorizer.check_support(decode=args.decode, global_hints=global_hints is not None)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     claim_output_dir(outdir, "colorize", **claim)
     from .imageio import read_image, write_image
     from .prepare import selection_order
@@ -156,7 +184,8 @@ def cmd_colorize(args) -> int:
             scores = None if det.scores is None else np.asarray(det.scores, np.float32).reshape(-1)
             keep = selection_order(len(boxes), scores, max_boxes=args.max_instances)
             boxes, scores = boxes[keep], (None if scores is None else scores[keep])
-        result = colorizer.colorize(decoded.rgb, boxes=boxes, scores=scores, hints=args.hint, size=args.size)
+        result = colorizer.colorize(decoded.rgb, boxes=boxes, scores=scores, hints=args.hint, size=args.size,
+                                    global_hints=global_hints, decode=args.decode, temperature=args.temperature)
         if args.bit_depth == 16:
             from .compose import compose_high
 
@@ -361,6 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "when they record it, else 256)")
     p.add_argument("--hint", action="append", type=parse_hint, default=[], metavar="X,Y,#RRGGBB[,P]",
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable (default: none)")
+    p.add_argument("--decode", choices=("regression", "distribution"), default=None,
+                   help="ab output: 'regression' (the nets' regression head, the official output) or 'distribution' "
+                        "(annealed mean of the classification head's ab distribution); default: the weights' "
+                        "default decoding (regression)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="annealed-mean temperature of --decode distribution, in (0, 10] (default 0.38; lower = more "
+                        "saturated, 1 = the plain mean)")
+    p.add_argument("--reference", metavar="PHOTO",
+                   help="global hint: take the colour histogram of this reference photo (SIGGRAPH'17 global hints; "
+                        "needs weights with the global hints branch)")
+    p.add_argument("--saturation", type=float, default=None, metavar="S",
+                   help="global hint: mean saturation of the result in [0, 1] (HSV; needs weights with the global "
+                        "hints branch)")
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
                    help="inference backend (auto: onnxruntime on the CPU when it is installed, else torch; "
                         "onnxruntime and tensorrt export the nets on first use and cache them)")

@@ -197,6 +197,28 @@ class Colorizer:
 
         return EditSession(self, image, boxes=boxes, scores=scores, size=size)
 
+    # ------------------------------------------------------------------ capabilities
+    @property
+    def has_global_hints(self) -> bool | None:
+        """True / False: the weights have / lack the global hints branch; None: the backend does not say."""
+        return getattr(self.backend, "has_global_hints", None)
+
+    def check_support(self, decode: str | None = None, global_hints: bool = False, suggestions: bool = False) -> None:
+        """ValueError (one line, naming the weights or the backend) unless this colorizer can do what is
+        asked: ``decode`` (None: the default), ``global_hints`` (any given), ``suggestions``. For
+        callers that want to fail before a long job (the CLI); the calls themselves check too."""
+        decode = check_decode(self.decode if decode is None else decode)
+        if global_hints and self.has_global_hints is False:
+            raise ValueError(f"global hints: {self.weights or 'these weights'} have no global hints branch "
+                             f"(the nets' global_net, trained by instcolor train --global-hints); colorize "
+                             f"without global hints or use weights that have it")
+        needs = [what for what, asked in (("distribution decoding", decode == "distribution"),
+                                          ("global hints", global_hints), ("colour suggestions", suggestions)) if asked]
+        if needs and getattr(self.backend, "run_heads", None) is None:
+            name = getattr(self.backend, "name", type(self.backend).__name__)
+            raise ValueError(f"{needs[0]}: the {name} backend does not give the classification head or take "
+                             f"global hints; use backend='torch'")
+
     # ------------------------------------------------------------------ internals
     def _decoding(self, decode, temperature) -> tuple[str, float]:
         decode = check_decode(self.decode if decode is None else decode)
@@ -223,19 +245,11 @@ class Colorizer:
         """The nets on prepared images -> (ab (2,S,S) per image as ``decode`` gives it, class logits
         (B,529,S/4,S/4) or None). ``instances``: an InstanceState for the batch's instances (sessions)."""
         g = stack_vectors(global_hints, len(prepared))
-        if g is not None and getattr(self.backend, "has_global_hints", None) is False:
-            raise ValueError(f"global hints: {self.weights or 'these weights'} have no global hints branch "
-                             f"(the nets' global_net, trained by instcolor train --global-hints); colorize "
-                             f"without global hints or use weights that have it")
+        self.check_support(decode=decode, global_hints=g is not None, suggestions=want_logits)
         logits = want_logits or decode == "distribution"
         if not logits and g is None and instances is None:
             return run_batch(self.backend, prepared), None   # every backend; the official path
-        run_heads = getattr(self.backend, "run_heads", None)
-        if run_heads is None:
-            what = ("distribution decoding" if decode == "distribution" else
-                    "colour suggestions" if want_logits else "global hints" if g is not None else "cached instances")
-            raise ValueError(f"{what}: the {getattr(self.backend, 'name', type(self.backend).__name__)} backend "
-                             f"does not give the classification head / global input; use backend='torch'")
+        run_heads = self.backend.run_heads
         if len({p.size for p in prepared}) != 1:
             raise ValueError(f"all images of a batch need one processing size, got {sorted({p.size for p in prepared})}")
         heads = run_heads(Batch.stack(prepared, global_input=g), logits=logits, instances=instances)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import color
-from .distribution import AB_MAX, AB_STEP, NUM_BINS, bin_centers, softmax
+from .distribution import AB_MAX, AB_STEP, GRID, NUM_BINS, softmax
 
 #: SIGGRAPH'17's GUI softens the class distribution as softmax(0.2 * logits), i.e. temperature 5.
 SUGGEST_TEMPERATURE = 5.0
@@ -71,7 +71,8 @@ def find_modes(probs: np.ndarray, k: int = DEFAULT_K, radius: float = SUGGEST_RA
         if allowed.shape != (NUM_BINS,):
             raise ValueError(f"allowed must have {NUM_BINS} entries, got shape {allowed.shape}")
         p = np.where(allowed, p, 0.0)
-    centers = bin_centers().astype(np.float64) * AB_MAX          # (529, 2) Lab units
+    # (529, 2) bin centres in Lab units, exact (from the integer grid), so that equal distances tie exactly
+    centers = np.stack(np.divmod(np.arange(NUM_BINS), GRID), axis=1) * AB_STEP - AB_MAX
     dist = np.sqrt(((centers[:, None, :] - centers[None, :, :]) ** 2).sum(-1))   # (529, 529)
 
     peaks: list[int] = []
