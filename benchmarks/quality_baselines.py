@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from instcolor.cli import write_png_atomic
+from instcolor.imageio import write_image
 from instcolor.pipeline import native_ops
 from instcolor.prepare import as_rgb_uint8
 from instcolor.train.data import PhotoIndex, list_images
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         for name, (ta, tb) in tints.items():
             ab = np.empty((2, args.size, args.size), np.float32)
             ab[0], ab[1] = ta, tb
-            write_png_atomic(ops.compose(image, ab), args.output_dir / name / f"{path.stem}.png")
+            write_image(args.output_dir / name / f"{path.stem}.png", ops.compose(image, ab), format="png")
     (args.output_dir / "tint.json").write_text(json.dumps({"median_ab_normalised": [a, b],
                                                            "median_ab_lab": [a * 110, b * 110]}))
     return 0

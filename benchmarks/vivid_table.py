@@ -41,6 +41,14 @@ import _vivid_common as common  # noqa: E402
 DEFAULT_TEMPERATURES = (0.2, 0.3, 0.38, 0.5, 0.7, 1.0)
 
 
+def _here(path: Path) -> Path:
+    """``path`` relative to the working folder when it can be (shorter commands to show)."""
+    try:
+        return Path(os.path.relpath(path))
+    except ValueError:
+        return path
+
+
 @dataclass
 class Row:
     """One table row: ``name`` (the table's Method cell), ``key`` (its folder / JSON name under OUT),
@@ -105,12 +113,16 @@ def eval_argv(row: Row, gt: Path, out: Path, boxes: Path) -> list[str]:
 
 
 class Runner:
-    """Runs instcolor commands (``python -m instcolor`` of this interpreter) and records each as the
-    ``instcolor ...`` line a reader would type."""
+    """Runs instcolor commands and records each as the ``instcolor ...`` line a reader would type.
 
-    def __init__(self, quiet: bool = False):
+    By default each runs as ``python -m instcolor ...`` of this interpreter (a fresh process, as typed);
+    ``in_process`` calls :func:`instcolor.cli.main` with the same arguments instead (the same code
+    without a process start per command: for tests)."""
+
+    def __init__(self, quiet: bool = False, in_process: bool = False):
         self.commands: list[str] = []
         self.quiet = quiet
+        self.in_process = in_process
 
     def record(self, display: list[str]) -> None:
         line = shlex.join(display)
@@ -118,21 +130,48 @@ class Runner:
         if not self.quiet:
             print(f"$ {line}", file=sys.stderr, flush=True)
 
-    def run(self, argv: list[str], display: list[str] | None = None, script: bool = False) -> str:
-        """Run ``instcolor argv`` (or, ``script``, ``python argv``); returns stdout. SystemExit with
-        the command's last lines of stderr when it fails."""
-        self.record(display or (["python", *argv] if script else ["instcolor", *argv]))
+    def run(self, argv: list[str], display: list[str] | None = None, script: bool = False, record: bool = True) -> None:
+        """Run ``instcolor argv`` (or, ``script``, the Python script ``argv[0]`` with ``argv[1:]``).
+        SystemExit with the command's last lines of output when it fails."""
+        if record:
+            self.record(display or (["python", *argv] if script else ["instcolor", *argv]))
+        if self.in_process:
+            import contextlib
+            import io
+            import runpy
+
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                if script:
+                    old = sys.argv
+                    sys.argv = list(argv)
+                    try:
+                        code = runpy.run_path(argv[0], run_name="__vivid_table__")["main"](argv[1:])
+                    finally:
+                        sys.argv = old
+                else:
+                    from instcolor.cli import main as cli_main
+
+                    code = cli_main(list(argv))
+            if code:
+                raise SystemExit(f"vivid_table: command failed (exit {code}): {shlex.join(argv)}\n{buf.getvalue()[-2000:]}")
+            return
         cmd = [sys.executable, *argv] if script else [sys.executable, "-m", "instcolor", *argv]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
             raise SystemExit(f"vivid_table: command failed (exit {proc.returncode}): {shlex.join(cmd)}\n{tail}")
-        return proc.stdout
 
 
-def colorize_options(runner_python: str = sys.executable) -> str:
-    proc = subprocess.run([runner_python, "-m", "instcolor", "colorize", "--help"], capture_output=True, text=True)
+def colorize_help(in_process: bool = False) -> str:
+    """``instcolor colorize --help`` of the instcolor that will run the rows."""
+    if in_process:
+        from instcolor.cli import build_parser
+
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices["colorize"].format_help()
+    proc = subprocess.run([sys.executable, "-m", "instcolor", "colorize", "--help"], capture_output=True, text=True)
     return proc.stdout
 
 
@@ -162,8 +201,8 @@ def baselines_complete(base: Path, gt: Path) -> bool:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--val", type=Path, default=common.DEFAULT_VAL, help="photos (default ../shared/data/val)")
-    ap.add_argument("--train", type=Path, default=common.DEFAULT_TRAIN,
+    ap.add_argument("--val", type=Path, default=_here(common.DEFAULT_VAL), help="photos (default ../shared/data/val)")
+    ap.add_argument("--train", type=Path, default=_here(common.DEFAULT_TRAIN),
                     help="training photos, for the constant tint's median ab (default ../shared/data/train)")
     ap.add_argument("--out", type=Path, required=True, help="folder for the outputs, JSON results and table.md")
     ap.add_argument("--weights", type=Path, default=None, help="the new weights (default: the built-in starter)")
@@ -172,7 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--boxes", type=Path, default=None,
                     help="the detector's boxes for the photos (<stem>.npz folder or JSON); default: run "
                          "instcolor detect with --detector into OUT/boxes")
-    ap.add_argument("--detector", type=Path, default=common.DEFAULT_DETECTOR, help="ONNX detector (without --boxes)")
+    ap.add_argument("--detector", type=Path, default=_here(common.DEFAULT_DETECTOR), help="ONNX detector (without --boxes)")
     ap.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",") if x.strip()],
                     default=list(DEFAULT_TEMPERATURES), help="distribution-decoding sweep, comma-separated "
                     f"(default {','.join(map(_t, DEFAULT_TEMPERATURES))})")
@@ -187,6 +226,9 @@ def main(argv=None) -> int:
                     help="2 (default): each eval runs while the next colorize runs; 1: one command at a time")
     ap.add_argument("--redo-baselines", action="store_true", help="run quality_baselines.py even when its output is there")
     ap.add_argument("--quiet", action="store_true", help="do not echo the commands while they run")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the commands through instcolor.cli.main in this process (same code, no process start "
+                         "per command; one at a time) instead of as separate processes")
     args = ap.parse_args(argv)
 
     from instcolor.distribution import DEFAULT_TEMPERATURE, check_temperature
@@ -210,7 +252,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--train {args.train}: no such folder (the constant tint needs the training photos)")
     except ValueError as e:
         return common.fail(str(e))
-    help_text = colorize_options()
+    help_text = colorize_help(args.in_process)
     missing = [o for o in ("--decode", "--temperature") if o not in help_text]
     if missing:
         return common.fail(f"this instcolor's colorize has no {' / '.join(missing)} option (distribution decoding, "
@@ -219,7 +261,7 @@ def main(argv=None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     gt = subset_folder(args.val, args.limit, out)
-    runner = Runner(quiet=args.quiet)
+    runner = Runner(quiet=args.quiet, in_process=args.in_process)
     t0 = time.monotonic()
 
     boxes = args.boxes
@@ -237,7 +279,7 @@ def main(argv=None) -> int:
         runner.record(bl_display + ["# (output already there: reused)"])
 
     rows = plan_rows(args, gt, out, boxes, default_t)
-    pool = ThreadPoolExecutor(max_workers=1) if args.jobs == 2 else None
+    pool = ThreadPoolExecutor(max_workers=1) if args.jobs == 2 and not args.in_process else None
     pending = []
     for row in rows:
         if row.colorize is not None:
@@ -247,7 +289,7 @@ def main(argv=None) -> int:
             runner.run(ev)
         else:
             runner.record(["instcolor", *ev])
-            pending.append(pool.submit(_run_quiet, ev))
+            pending.append(pool.submit(runner.run, ev, record=False))
     for f in pending:
         f.result()
     if pool is not None:
@@ -264,16 +306,8 @@ def main(argv=None) -> int:
             f"{f' (the first {args.limit})' if args.limit else ''}; made in {time.monotonic() - t0:.0f} s by:\n\n"
             "```bash\n" + "\n".join(runner.commands) + "\n```\n")
     (out / "table.md").write_text(text, encoding="utf-8")
-    print(text)
+    print(text, end="")
     return 0
-
-
-def _run_quiet(argv: list[str]) -> None:
-    cmd = [sys.executable, "-m", "instcolor", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise SystemExit(f"vivid_table: command failed (exit {proc.returncode}): {shlex.join(cmd)}\n{tail}")
 
 
 if __name__ == "__main__":
