@@ -271,8 +271,9 @@ def register(app, editor_settings=None) -> None:
     mimetypes.add_type("text/css", ".css")
 
     @app.get("/", include_in_schema=False)
-    async def _root():
-        return RedirectResponse("/ui/")
+    async def _root(request: Request):
+        query = request.url.query
+        return RedirectResponse("/ui/" + (f"?{query}" if query else ""))
 
     app.mount("/ui", StaticFiles(packages=[("instcolor", "ui/static")], html=True), name="ui")
 

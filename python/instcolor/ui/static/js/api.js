@@ -31,9 +31,10 @@ function imageHeaders(file) {
   return { "Content-Type": type, "Instcolor-Filename": file.name.replace(/[^\x20-\x7e]/g, "_") };
 }
 
-/** @param {File} file */
-export async function openImage(file) {
-  const r = await check(await fetch("/editor/sessions", { method: "POST", body: file, headers: imageHeaders(file) }));
+/** @param {File} file @param {string | null} size processing size (null: the server's) */
+export async function openImage(file, size = null) {
+  const url = size ? `/editor/sessions?size=${encodeURIComponent(size)}` : "/editor/sessions";
+  const r = await check(await fetch(url, { method: "POST", body: file, headers: imageHeaders(file) }));
   return r.json();
 }
 

@@ -4,7 +4,7 @@
 
 /** @typedef {import("./store.js").Hint} Hint */
 
-const clone = (/** @type {any} */ o) => JSON.parse(JSON.stringify(o));
+const clone = (/** @type {any} */ o) => (o === undefined ? undefined : JSON.parse(JSON.stringify(o)));
 
 export class AddHint {
   /** @param {Hint} hint */

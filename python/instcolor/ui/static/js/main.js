@@ -12,7 +12,9 @@ import { PictureView } from "./view.js";
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const params = new URLSearchParams(location.search);
+// ?preview=png: lossless previews (default JPEG: smaller, faster); ?size=S: processing size (default: the server's)
 const PREVIEW_FORMAT = params.get("preview") === "png" ? "png" : "jpeg";
+const SIZE = params.get("size");
 
 const store = new Store();
 const history = new History(store);
@@ -60,7 +62,7 @@ async function openFile(file) {
   showMessage("");
   setBusy("Opening…");
   try {
-    const info = await api.openImage(file);
+    const info = await api.openImage(file, SIZE);
     openedFile = file;
     const keepHints = store.state.session && store.state.session.width === info.width
       && store.state.session.height === info.height && reopening;
