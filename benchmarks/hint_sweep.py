@@ -152,8 +152,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     try:
-        points = official_points() if args.points.strip() == "official" else \
-            [int(x) for x in args.points.split(",") if x.strip()]
+        try:
+            points = official_points() if args.points.strip() == "official" else \
+                [int(x) for x in args.points.split(",") if x.strip()]
+        except ValueError:
+            points = []
         if not points or any(n < 0 for n in points) or len(set(points)) != len(points):
             raise ValueError(f"--points: need distinct non-negative integers, got {args.points!r}")
         files = common.photos(args.val, args.limit)
