@@ -349,7 +349,8 @@ def cmd_train(args) -> int:
                       width=args.width, size=args.size, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       hint_p=1.0 if args.automatic else args.hint_p, class_weight=args.class_weight,
                       rebalance=args.rebalance, global_hints=args.global_hints, global_reveal=args.global_reveal,
-                      hint_uniform=args.hint_uniform,
+                      hint_uniform=args.hint_uniform, adversarial=args.adversarial, adv_weight=args.adv_weight,
+                      warmup_steps=args.warmup_steps, d_lr=args.d_lr,
                       max_instances=args.max_instances, seed=args.seed, device=args.device, amp=args.amp,
                       threads=args.threads, checkpoint_seconds=args.checkpoint_seconds, val=args.val,
                       bn_batches=args.bn_batches,
@@ -491,6 +492,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --global-hints: probability of revealing each global hint per photo (default 0.5)")
     p.add_argument("--hint-uniform", type=float, default=0.0,
                    help="probability that a simulated hint is placed uniformly instead of near the centre (default 0)")
+    p.add_argument("--adversarial", action="store_true",
+                   help="SCGAN-style adversarial training: WGAN-GP PatchGAN critics on (L, ab) and on the "
+                        "saliency-weighted image (spectral-residual saliency of the grey input); any stage, size >= 32")
+    p.add_argument("--adv-weight", type=float, default=0.01,
+                   help="with --adversarial: weight of the generator's adversarial loss (default 0.01)")
+    p.add_argument("--warmup-steps", type=int, default=1000,
+                   help="with --adversarial: steps of reconstruction loss only before the adversarial loss is added "
+                        "(counted from step 0 of the run; the critics train from the start; default 1000)")
+    p.add_argument("--d-lr", type=float, default=1e-4,
+                   help="with --adversarial: Adam learning rate of the critics (default 1e-4)")
     p.add_argument("--max-instances", type=int, default=8, help="fusion stage: boxes per photo (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")

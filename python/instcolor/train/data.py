@@ -206,6 +206,7 @@ class Sample:
     boxes: np.ndarray | None = None
     image_hw: tuple[int, int] | None = None
     global_input: np.ndarray | None = None  # (532,) global hints vector (training with --global-hints)
+    saliency: np.ndarray | None = None      # (1, S, S) in [0, 1] of the grey L (training with --adversarial)
 
 
 def make_full_sample(rgb: np.ndarray, size: int, rng: np.random.Generator | None, hint_p: float,
@@ -265,11 +266,23 @@ def make_fusion_sample(rgb: np.ndarray, boxes: np.ndarray, size: int, rng: np.ra
     return s
 
 
+def add_saliency(sample: Sample) -> Sample:
+    """Give ``sample`` its spectral-residual saliency map (1, S, S) float32 in [0, 1], computed
+    on the grey input ``L`` (1, S, S), never on the ground truth (adversarial training)."""
+    from .saliency import spectral_residual
+
+    sample.saliency = spectral_residual(sample.L)
+    return sample
+
+
 def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
-    """Stack samples -> tensors L (B,1,S,S), ab (B,2,S,S), hint_ab, hint_mask; with crops also
+    """Stack samples -> tensors L (B,1,S,S), ab (B,2,S,S), hint_ab, hint_mask; saliency (B,1,S,S)
+    and global_input (B,532,1,1) when the samples have them; with crops also
     crop_L (M,1,S,S), inst_image (M,) and box_info (4 x (M,6)) for the fusion net."""
     out = {k: torch.from_numpy(np.stack([getattr(s, k) for s in samples]))
            for k in ("L", "ab", "hint_ab", "hint_mask")}
+    if samples and samples[0].saliency is not None:
+        out["saliency"] = torch.from_numpy(np.stack([s.saliency for s in samples]))
     if samples and samples[0].global_input is not None:
         out["global_input"] = torch.from_numpy(np.stack([s.global_input for s in samples]))[:, :, None, None]
     if samples and samples[0].crop_L is not None:

@@ -92,6 +92,10 @@ class TrainConfig:
     global_reveal: float = 0.5       # (resume) probability of revealing each global hint (histogram, saturation)
     hint_uniform: float = 0.0        # (resume) probability that a simulated hint is placed uniformly (else normal)
     max_instances: int = 8           # (resume) fusion stage: boxes per image
+    adversarial: bool = False        # (resume) SCGAN: WGAN-GP PatchGAN critics on (L, ab) and the saliency-weighted image
+    adv_weight: float = 0.01         # (resume) weight of the generator's adversarial loss after the warm-up
+    warmup_steps: int = 1000         # (resume) generator steps with the reconstruction loss only (critics train already)
+    d_lr: float = 1e-4               # (resume) Adam learning rate of the critics
     seed: int = 0                    # (resume)
     device: str = "cpu"
     amp: str = "auto"                # 'auto' (fp16 on CUDA, bf16 on CPUs that have it), 'off', 'bf16', 'fp16'
@@ -104,7 +108,8 @@ class TrainConfig:
 
     RESUME_FIELDS = ("stage", "data", "boxes", "init", "width", "size", "batch_size", "hint_p",
                      "class_weight", "rebalance", "global_hints", "global_reveal", "hint_uniform",
-                     "max_instances", "seed")
+                     "max_instances", "seed", "adversarial", "adv_weight", "warmup_steps", "d_lr")
+    ADVERSARIAL_FIELDS = ("adv_weight", "warmup_steps", "d_lr")
 
     def check(self) -> None:
         from ..prepare import check_size
@@ -129,6 +134,17 @@ class TrainConfig:
                 raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise TrainError(f"lr must be > 0, got {self.lr}")
+        if self.adversarial:
+            from .adversarial import MIN_SIZE
+
+            if self.d_lr <= 0:
+                raise TrainError(f"d_lr must be > 0, got {self.d_lr}")
+            if self.adv_weight < 0:
+                raise TrainError(f"adv_weight must be >= 0, got {self.adv_weight}")
+            if self.warmup_steps < 0:
+                raise TrainError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+            if self.size < MIN_SIZE:
+                raise TrainError(f"adversarial training needs size >= {MIN_SIZE} (the critics' patches), got {self.size}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise TrainError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")
         if self.stage != "full" and not self.init:
@@ -303,6 +319,11 @@ class Trainer:
         self.params = trainable(cfg, self.nets)
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.9, 0.999))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda")
+        self.adversary = None
+        if cfg.adversarial:  # training-only critics, sized like the generator (kept in state.pt, not the weights)
+            from .adversarial import Adversary
+
+            self.adversary = Adversary(self.nets["full"].width, cfg.d_lr, seed=cfg.seed, device=self.device)
         self.step, self.elapsed, self.history = 0, 0.0, []
         self.bn_calibrated = False
         self._load_state()
@@ -329,7 +350,9 @@ class Trainer:
         if not isinstance(old, dict):
             raise TrainError(f"{f}: not a run config (expected a JSON object)")
         new = asdict(self.cfg)
-        diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in TrainConfig.RESUME_FIELDS if old.get(k) != new[k]]
+        old = {k: old.get(k, getattr(TrainConfig, k, None)) for k in TrainConfig.RESUME_FIELDS}  # older runs lack newer fields
+        unused = () if old["adversarial"] or new["adversarial"] else TrainConfig.ADVERSARIAL_FIELDS  # only matter with it
+        diff = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in TrainConfig.RESUME_FIELDS if old[k] != new[k] and k not in unused]
         if diff:
             raise TrainError(f"{self.out} holds a run with different settings ({'; '.join(diff)}); "
                              "resume with the same settings or choose another --out")
@@ -394,6 +417,12 @@ class Trainer:
 
     # -------------------------------------------------------------- data
     def _sample(self, index, boxes, item, rng) -> D.Sample:
+        s = self._make_sample(index, boxes, item, rng)
+        if self.cfg.adversarial and rng is not None:  # training samples (validation is reconstruction only)
+            D.add_saliency(s)
+        return s
+
+    def _make_sample(self, index, boxes, item, rng) -> D.Sample:
         cfg = self.cfg
         if cfg.stage == "instance":
             i, j = item
@@ -436,6 +465,11 @@ class Trainer:
 
     def forward(self, batch: dict, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (loss, predicted ab (B, 2, S, S))."""
+        loss, pred, _ = self._forward(batch, train)
+        return loss, pred
+
+    def _forward(self, batch: dict, train: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """-> (reconstruction loss, predicted ab (B, 2, S, S) fp32, the batch's tensors on the device)."""
         cfg, dev = self.cfg, self.device
         def put(v):
             if v.ndim == 4:
@@ -463,14 +497,28 @@ class Trainer:
         loss = huber_loss(pred, t["ab"])
         if logits is not None:
             loss = loss + cfg.class_weight * class_loss(logits.float(), t["ab"], self.class_weights)
-        return loss, pred.float()
+        return loss, pred.float(), t
 
     def train_step(self, batch: dict) -> float:
+        """One step; returns the reconstruction loss (+ classification loss). With ``adversarial``
+        the critics take one step on this batch first, and after ``warmup_steps`` steps the
+        generator's loss adds ``adv_weight`` times the adversarial loss."""
         self.opt.zero_grad(set_to_none=True)
-        loss, _ = self.forward(batch, train=True)
+        loss, pred, t = self._forward(batch, train=True)
         if not torch.isfinite(loss):
             raise TrainError(f"loss became {loss.item()} at step {self.step}; lower the learning rate")
-        self.scaler.scale(loss).backward()
+        total = loss
+        if self.adversary is not None:
+            L = t["L"]  # the grey input the generator saw (the crop in the instance stage)
+            eps = torch.from_numpy(D.rng_for(self.cfg.seed, 2, self.step).random(pred.shape[0]).astype(np.float32))
+            d = self.adversary.critic_step(L, t["ab"], pred.detach(), t["saliency"], eps)
+            if not np.isfinite(d["adv_d_loss"]):
+                raise TrainError(f"the critics' loss became {d['adv_d_loss']} at step {self.step}; lower --d-lr")
+            if self.step >= self.cfg.warmup_steps and self.cfg.adv_weight > 0:
+                total = loss + self.cfg.adv_weight * self.adversary.generator_loss(L, pred, t["saliency"])
+                if not torch.isfinite(total):
+                    raise TrainError(f"adversarial loss became {total.item()} at step {self.step}; lower --adv-weight")
+        self.scaler.scale(total).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
         return float(loss.detach())
@@ -519,6 +567,8 @@ class Trainer:
                  "bn_calibrated": self.bn_calibrated,
                  "net": {k: v.detach().cpu() for k, v in self.nets[trained].state_dict().items()},
                  "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "config": asdict(self.cfg)}
+        if self.adversary is not None:  # critics and their optimizer: training-only, never in the weights files
+            state["adversary"] = self.adversary.state_dict()
         with atomic_path(self.out / STATE_FILE) as tmp:
             torch.save(state, tmp)
         with atomic_path(self.out / CONFIG_FILE) as tmp:
@@ -543,6 +593,10 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
             self.step, self.elapsed, self.history = int(state["step"]), float(state["elapsed"]), list(state["history"])
             self.bn_calibrated = bool(state.get("bn_calibrated", False))
+            if self.adversary is not None:
+                if not isinstance(state.get("adversary"), dict):
+                    raise CheckpointError(f"{f}: the run was not trained with --adversarial (no critics saved)")
+                self.adversary.load_state_dict(state["adversary"], f"{f} critics")
         except CheckpointError as e:
             raise TrainError(f"cannot resume: {e}") from None
         except (KeyError, TypeError, ValueError, RuntimeError) as e:  # state that does not fit this optimizer / run
@@ -632,6 +686,8 @@ class Trainer:
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                     entry = {"step": self.step, "train_loss": ema, "images_per_s": rate,
                              "elapsed_s": round(self.elapsed, 1), **self.validate()}
+                    if self.adversary is not None:  # running averages of the critics' terms
+                        entry.update(self.adversary.stats)
                     self._record(entry)
                     bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items()
                                                                 if k != "step"), file=sys.stderr)
