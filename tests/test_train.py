@@ -313,3 +313,32 @@ def test_final_batchnorm_statistics(photos, tmp_path):
     hook.remove()
     torch.testing.assert_close(calibrated, torch.stack(feats[:4]).mean(0), rtol=1e-4, atol=1e-6)
     assert Trainer(_cfg(photos, tmp_path / "bn", steps=3, bn_batches=4), progress=False).bn_calibrated
+
+
+def _blend_state(fusion):
+    return {k: v.clone() for k, v in fusion.state_dict().items() if k.startswith("weight_layer")}
+
+
+def test_fusion_stage_keep_blend_starts_from_init_blocks(tmp_path):
+    """--keep-blend: the fusion stage starts from init's blend blocks (on init's full-image backbone);
+    without it the blocks start fresh."""
+    from instcolor.models import load_nets, save_official
+    from instcolor.models.fusion import FusionNet
+    from instcolor.models.backbone import SIGGRAPHBackbone
+    from instcolor.models.backbone import InstanceNet
+    from instcolor.train.loop import build_nets
+
+    torch.manual_seed(1)
+    full, fusion = SIGGRAPHBackbone(0.25), FusionNet(0.25)
+    nets = {"full": full, "instance": InstanceNet(0.25), "fusion": fusion}
+    save_official(tmp_path / "init", nets)
+    init_blend = _blend_state(load_nets(tmp_path / "init")["fusion"])
+    cfg = dict(stage="fusion", data=str(tmp_path), out=str(tmp_path / "out"), boxes="x", init=str(tmp_path / "init"))
+    kept = build_nets(TrainConfig(**cfg, keep_blend=True))
+    fresh = build_nets(TrainConfig(**cfg))
+    for k, v in init_blend.items():
+        assert torch.equal(_blend_state(kept["fusion"])[k], v), k
+    assert any(not torch.equal(_blend_state(fresh["fusion"])[k], v) for k, v in init_blend.items())
+    # the backbone is the full-image net's in both cases
+    for k, v in full.state_dict().items():
+        assert torch.equal(kept["fusion"].state_dict()[k], v), k

@@ -349,7 +349,7 @@ def cmd_train(args) -> int:
                       width=args.width, size=args.size, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       hint_p=1.0 if args.automatic else args.hint_p, class_weight=args.class_weight,
                       rebalance=args.rebalance, global_hints=args.global_hints, global_reveal=args.global_reveal,
-                      hint_uniform=args.hint_uniform, adversarial=args.adversarial, adv_weight=args.adv_weight,
+                      hint_uniform=args.hint_uniform, keep_blend=args.keep_blend, adversarial=args.adversarial, adv_weight=args.adv_weight,
                       warmup_steps=args.warmup_steps, d_lr=args.d_lr,
                       max_instances=args.max_instances, seed=args.seed, device=args.device, amp=args.amp,
                       threads=args.threads, checkpoint_seconds=args.checkpoint_seconds, val=args.val,
@@ -503,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-lr", type=float, default=1e-4,
                    help="with --adversarial: Adam learning rate of the critics (default 1e-4)")
     p.add_argument("--max-instances", type=int, default=8, help="fusion stage: boxes per photo (default 8)")
+    p.add_argument("--keep-blend", action="store_true",
+                   help="fusion stage: fine-tune the blend blocks of --init's fusion net instead of starting them "
+                        "fresh (after fine-tuning the full-image net)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",

@@ -92,6 +92,7 @@ class TrainConfig:
     global_reveal: float = 0.5       # (resume) probability of revealing each global hint (histogram, saturation)
     hint_uniform: float = 0.0        # (resume) probability that a simulated hint is placed uniformly (else normal)
     max_instances: int = 8           # (resume) fusion stage: boxes per image
+    keep_blend: bool = False         # (resume) fusion stage: start the blend blocks from init's fusion net (else fresh)
     adversarial: bool = False        # (resume) SCGAN: WGAN-GP PatchGAN critics on (L, ab) and the saliency-weighted image
     adv_weight: float = 0.01         # (resume) weight of the generator's adversarial loss after the warm-up
     warmup_steps: int = 1000         # (resume) generator steps with the reconstruction loss only (critics train already)
@@ -108,7 +109,7 @@ class TrainConfig:
 
     RESUME_FIELDS = ("stage", "data", "boxes", "init", "width", "size", "batch_size", "hint_p",
                      "class_weight", "rebalance", "global_hints", "global_reveal", "hint_uniform",
-                     "max_instances", "seed", "adversarial", "adv_weight", "warmup_steps", "d_lr")
+                     "max_instances", "keep_blend", "seed", "adversarial", "adv_weight", "warmup_steps", "d_lr")
     ADVERSARIAL_FIELDS = ("adv_weight", "warmup_steps", "d_lr")
 
     def check(self) -> None:
@@ -232,7 +233,10 @@ def build_nets(cfg: TrainConfig) -> dict[str, nn.Module]:
     if cfg.stage == "instance":
         load_state_dict_strict(nets["instance"], _without_global(nets["full"].state_dict()), f"{cfg.init} full-image net")
     else:
-        nets["fusion"] = _fresh_fusion(nets["full"], cfg.seed)
+        if cfg.keep_blend:  # fine-tune init's blend blocks on (init's) full-image backbone
+            copy_backbone(nets["full"], nets["fusion"])
+        else:
+            nets["fusion"] = _fresh_fusion(nets["full"], cfg.seed)
     return nets
 
 
