@@ -8,7 +8,7 @@ weights folder in the official layout (``latest_net_GComp.pth`` full image,
 ``Colorizer.from_pretrained`` loads and that the next stage takes as ``init``.
 
 Run folder: ``config.json`` (what the run is), ``state.pt`` (step, trainable weights,
-optimizer, AMP scaler, history), the three ``latest_net_*.pth``, ``log.jsonl`` (one line
+optimizer, AMP scaler, history; with ``adversarial`` the critics and their optimizer), the three ``latest_net_*.pth``, ``log.jsonl`` (one line
 per validation), ``samples/latest.png`` (grey input | prediction | ground truth rows).
 Resuming: run the same command again; the run continues from ``state.pt`` (with the
 command's ``lr``: a changed learning rate is applied to the optimizer and noted in
