@@ -200,9 +200,26 @@ def test_lru_eviction_by_bytes(colorizer):
         editor.get("never-opened")
 
 
+class SpyLock:
+    """Wraps a session's lock; ``waiting`` is set when a thread starts to acquire it."""
+
+    def __init__(self, lock):
+        self.lock = lock
+        self.waiting = threading.Event()
+
+    def __enter__(self):
+        self.waiting.set()
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
 def test_a_newer_edit_supersedes_the_one_computing(colorizer, image):
-    """Core: edit 1 is in the model when edit 2 arrives; edit 1's result is dropped (Superseded),
-    edit 2 is answered; an edit queued behind a newer one is answered Superseded without a run."""
+    """Core: edit 1 is in the model when edit 2 arrives and waits for the session's lock; edit 3
+    arrives. Edit 1's result is dropped (Superseded), edit 2 is answered Superseded without a model
+    run, edit 3 is answered; an edit already stale when it starts is Superseded at once."""
     gated = Gated(colorizer)
     editor = Editor(gated, EditorSettings(preview_side=40), size=SIZE)
     s = editor.open(image)
@@ -220,16 +237,20 @@ def test_a_newer_edit_supersedes_the_one_computing(colorizer, image):
     t1 = threading.Thread(target=run, args=("first", n1, EditState(hints=(HINTS[0],))))
     t1.start()
     assert gated.entered.wait(30)
+    spy = s.lock = SpyLock(s.lock)  # edit 1 holds the real lock inside the model
     n2 = s.begin()  # arrives while edit 1 computes
-    n3 = s.begin()  # and a third one: edit 2 is now stale before it starts
-    calls = gated.calls
     t2 = threading.Thread(target=run, args=("second", n2, EditState(hints=tuple(HINTS))))
     t2.start()
+    assert spy.waiting.wait(30)  # edit 2 passed its first check and waits for the lock
+    n3 = s.begin()  # a third edit: edit 2 is stale before it reaches the model
+    calls = gated.calls
     gated.gate.set()
     t1.join(30)
     t2.join(30)
     assert isinstance(out["first"], Superseded) and isinstance(out["second"], Superseded)
     assert gated.calls == calls  # edit 2 never ran the model
+    with pytest.raises(Superseded):
+        editor.preview(s, n2, EditState())  # stale from the start
     final = editor.preview(s, n3, EditState(hints=tuple(HINTS)))
     want = colorizer.colorize(image, boxes=BOXES, hints=HINTS, size=SIZE)
     assert np.array_equal(final, s.compose(s.preview_input, want.ab))
