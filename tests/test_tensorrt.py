@@ -282,7 +282,7 @@ def test_cache_key_covers_every_component():
     keys = {key}
     for k, v in changes.items():
         keys.add(engine_cache_key(**dict(base, **{k: v})))
-    keys.add(engine_cache_key(**base, export_format="instcolor-segments/2"))
+    keys.add(engine_cache_key(**base, export_format="instcolor-segments/1"))
     keys.add(engine_cache_key(**base, extra={"workspace": 1 << 30}))
     assert len(keys) == len(changes) + 3
 
