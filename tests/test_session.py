@@ -184,3 +184,17 @@ def test_bad_session_inputs(colorizer, image, tmp_path):
         s.colorize(hints=[Hint(100, 3, rgb=(1, 2, 3))])
     with pytest.raises(ValueError, match="decode"):
         s.colorize(decode="mean")
+
+
+def test_onnxruntime_session_equals_uncached(tiny_weights_dir, image):
+    """The same on the ONNX Runtime backend (the CPU default): cached state, exact equality."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    c = Colorizer.from_pretrained(tiny_weights_dir, backend="onnxruntime")
+    if not hasattr(c.backend, "run_instances"):
+        pytest.skip("this ONNX Runtime backend has no run_instances (no cached instance state)")
+    s = c.open_session(image, boxes=BOXES, size=S)
+    assert s.cached
+    for hints, exclude in ((HINT_SETS[1], ()), (HINT_SETS[2], [1]), ((), [0, 1, 2])):
+        keep = [i for i in range(3) if i not in exclude]
+        _same(s.colorize(hints=hints, exclude=exclude), c.colorize(image, boxes=BOXES[keep], hints=hints, size=S))
+    assert s.suggest_colors(20, 30, k=4, exclude=[2]) == c.suggest_colors(image, 20, 30, k=4, boxes=BOXES[:2], size=S)
