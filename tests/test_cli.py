@@ -244,3 +244,31 @@ def test_eval_and_bundle_commands(tmp_path, tiny_weights_dir, capsys):
     assert {p.name for p in (tmp_path / "b").iterdir()} == {".instcolor-output.json", "config.json", "model.safetensors"}
     assert main(["colorize", str(gt / "x0.jpg"), "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "b"),
                  "--size", "32"]) == 0
+
+
+def test_hints_file_applies_a_saved_hint_set(tmp_path, tiny_weights_dir, capsys):
+    """``colorize --hints FILE`` (the editor's hint-set format) gives the API's pixels with those hints,
+    together with --hint points; a bad entry is one line naming the file and the field."""
+    from instcolor import Colorizer, Hint
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _write(src / "c.png", 36, 28, 2)
+    hs = tmp_path / "hints.json"
+    hs.write_text(json.dumps({"hints": [{"x": 5, "y": 5, "rgb": "#0000ff", "size": 5}]}))
+    out = tmp_path / "out"
+    rc = main(["colorize", str(src), "-o", str(out), "--weights", str(tiny_weights_dir), "--size", "32",
+               "--hints", str(hs), "--hint", "20,25,#ff0000,3"])
+    assert rc == 0, capsys.readouterr().err
+    api = Colorizer.from_pretrained(tiny_weights_dir)
+    want = api.colorize(src / "c.png", boxes=[], size=32,
+                        hints=[Hint(5, 5, rgb=(0, 0, 255), size=5), Hint(20, 25, rgb=(255, 0, 0), size=3)]).rgb
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "c.png")), want)
+    without_file = api.colorize(src / "c.png", boxes=[], size=32, hints=[Hint(20, 25, rgb=(255, 0, 0), size=3)]).rgb
+    assert not np.array_equal(want, without_file)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hints": [{"x": 5, "rgb": "#0000ff"}]}))
+    rc = main(["colorize", str(src), "-o", str(tmp_path / "out2"), "--weights", str(tiny_weights_dir), "--hints", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and "hints[0].y" in err and "Traceback" not in err
+    assert not (tmp_path / "out2").exists()

@@ -25,7 +25,7 @@ from instcolor.imageio import encode_image, read_image  # noqa: E402
 from instcolor.serve import ServeSettings, build_app  # noqa: E402
 from instcolor.ui.editor import (BatchSession, Editor, EditorSettings, SessionEvicted, SessionNotFound,  # noqa: E402
                                  Superseded, gamut_picture)
-from instcolor.ui.hintset import EditState, hint_set_to_json, parse_hint_set  # noqa: E402
+from instcolor.hintset import EditState, hint_set_to_json, parse_hint_set  # noqa: E402
 
 BOXES = np.array([[4, 6, 40, 34], [30, 12, 70, 52], [0, 20, 26, 62]], np.float32)
 SCORES = np.array([0.9, 0.8, 0.7], np.float32)
@@ -375,7 +375,7 @@ def test_reference_photo_gives_its_histogram(client):
 # ----------------------------------------------------------------------------- hint sets
 def test_hint_set_file_round_trips_through_the_api_and_video_parsers(tmp_path):
     from instcolor.serve.options import parse_options
-    from instcolor.ui.hintset import load_hint_set
+    from instcolor.hintset import load_hint_set
     from instcolor.video.hints import load_hints
 
     g = GlobalHints(histogram=np.arange(529, dtype=np.float64) + 1, saturation=0.25)

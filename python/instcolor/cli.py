@@ -96,8 +96,26 @@ def _check_colorize_options(args) -> None:
         raise UsageError(f"--saturation must be in [0, 1] (mean HSV saturation), got {args.saturation}")
 
 
-def _colorize_global_hints(args):
-    """``--reference`` / ``--saturation`` -> one GlobalHints for every image, or None."""
+def _hint_set(args):
+    """``--hints FILE`` (a hint set as the editor saves it) -> (hints, GlobalHints or None);
+    ((), None) without it. Its hints come before any ``--hint`` points."""
+    if not args.hints:
+        return (), None
+    from .hintset import load_hint_set
+
+    try:
+        return load_hint_set(args.hints)
+    except ValueError as e:
+        raise UsageError(f"--hints {e}") from None
+
+
+def _colorize_global_hints(args, from_file=None):
+    """``--reference`` / ``--saturation`` (or the hint set's global hints) -> one GlobalHints for
+    every image, or None."""
+    if from_file is not None:
+        if args.reference is not None or args.saturation is not None:
+            raise UsageError("--hints FILE holds global hints; give --reference / --saturation or those, not both")
+        return from_file
     if args.reference is None and args.saturation is None:
         return None
     from .global_hints import GlobalHints
@@ -154,7 +172,9 @@ def cmd_colorize(args) -> int:
     if not items:
         return _finish_colorize(report, args)
 
-    global_hints = _colorize_global_hints(args)
+    file_hints, file_global = _hint_set(args)
+    hints = tuple(file_hints) + tuple(args.hint)
+    global_hints = _colorize_global_hints(args, file_global)
     colorizer = _load_colorizer(args)
     try:
         colorizer.check_support(decode=args.decode, global_hints=global_hints is not None)
@@ -184,7 +204,7 @@ def cmd_colorize(args) -> int:
             scores = None if det.scores is None else np.asarray(det.scores, np.float32).reshape(-1)
             keep = selection_order(len(boxes), scores, max_boxes=args.max_instances)
             boxes, scores = boxes[keep], (None if scores is None else scores[keep])
-        result = colorizer.colorize(decoded.rgb, boxes=boxes, scores=scores, hints=args.hint, size=args.size,
+        result = colorizer.colorize(decoded.rgb, boxes=boxes, scores=scores, hints=hints, size=args.size,
                                     global_hints=global_hints, decode=args.decode, temperature=args.temperature)
         if args.bit_depth == 16:
             from .compose import compose_high
@@ -391,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "when they record it, else 256)")
     p.add_argument("--hint", action="append", type=parse_hint, default=[], metavar="X,Y,#RRGGBB[,P]",
                    help="a colour hint at input pixel (X, Y), patch size P (default 1); repeatable (default: none)")
+    p.add_argument("--hints", metavar="FILE",
+                   help="a hint set: JSON {\"hints\": [{x, y, rgb | ab, size}, ...], \"global\": {...}} as the editor "
+                        "saves it (also the serve API's hints list and a video hints file); with --hint both apply")
     p.add_argument("--decode", choices=("regression", "distribution"), default=None,
                    help="ab output: 'regression' (the nets' regression head, the official output) or 'distribution' "
                         "(annealed mean of the classification head's ab distribution); default: the weights' "

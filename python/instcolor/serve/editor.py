@@ -88,7 +88,7 @@ async def _image_body(svc, request: Request):
 
 
 def _state(obj: dict, session, allowed: set):
-    from ..ui.hintset import MAX_HINTS, EditState, parse_exclude, parse_global
+    from ..hintset import MAX_HINTS, EditState, parse_exclude, parse_global
     from .options import _hints
 
     unknown = sorted(set(obj) - allowed)

@@ -15,7 +15,6 @@ from .errors import InvalidOption
 V1_OPTIONS = ("boxes", "scores", "detect", "hints", "size", "format", "quality")
 FORMATS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp"}
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
-_HEX = re.compile(r"#?([0-9a-fA-F]{6})")
 
 
 @dataclass
@@ -138,39 +137,9 @@ def _int(v, name) -> int:
 
 
 def _hints(v) -> list:
-    from ..prepare import Hint
+    from ..hintset import HintFieldError, parse_hints
 
-    if not isinstance(v, (list, tuple)):
-        raise InvalidOption("hints", f"expected a list of {{x, y, rgb | ab, size}}, got {type(v).__name__}")
-    out = []
-    for i, h in enumerate(v):
-        name = f"hints[{i}]"
-        if not isinstance(h, dict):
-            raise InvalidOption(name, f"expected an object {{x, y, rgb | ab, size}}, got {h!r}")
-        extra = sorted(set(h) - {"x", "y", "rgb", "ab", "size"})
-        if extra:
-            raise InvalidOption(f"{name}.{extra[0]}", "unknown key; a hint has x, y, rgb or ab, size")
-        for k in ("x", "y"):
-            if k not in h:
-                raise InvalidOption(f"{name}.{k}", "missing")
-        x, y = _finite(h["x"], f"{name}.x"), _finite(h["y"], f"{name}.y")
-        size = _int(h.get("size", 1), f"{name}.size")
-        if not 1 <= size <= 2048:
-            raise InvalidOption(f"{name}.size", f"expected a patch size 1..2048, got {size}")
-        if ("rgb" in h) == ("ab" in h):
-            raise InvalidOption(name, "give exactly one of rgb (\"#rrggbb\") or ab ([a, b])")
-        if "rgb" in h:
-            m = _HEX.fullmatch(h["rgb"]) if isinstance(h["rgb"], str) else None
-            if not m:
-                raise InvalidOption(f"{name}.rgb", f"expected \"#rrggbb\", got {h['rgb']!r}")
-            rgb = tuple(int(m.group(1)[j:j + 2], 16) for j in (0, 2, 4))
-            out.append(Hint(x, y, rgb=rgb, size=size))
-        else:
-            ab = h["ab"]
-            if not isinstance(ab, (list, tuple)) or len(ab) != 2:
-                raise InvalidOption(f"{name}.ab", f"expected [a, b], got {ab!r}")
-            a, b = (_finite(c, f"{name}.ab") for c in ab)
-            if abs(a) > 128 or abs(b) > 128:
-                raise InvalidOption(f"{name}.ab", f"expected Lab a, b within [-128, 128], got [{a:g}, {b:g}]")
-            out.append(Hint(x, y, ab=(a, b), size=size))
-    return out
+    try:
+        return list(parse_hints(v))
+    except HintFieldError as e:
+        raise InvalidOption(e.field, e.detail) from None

@@ -17,11 +17,14 @@ Nothing here imports the web stack; every problem is a ValueError naming the fie
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 
-from ..global_hints import GlobalHints
+from .global_hints import GlobalHints
 
 MAX_HINTS = 1024
+_HEX = re.compile(r"#?([0-9a-fA-F]{6})")
 
 
 @dataclass(frozen=True)
@@ -56,18 +59,73 @@ def _num(v: float):
     return int(v) if v.is_integer() else v
 
 
-def parse_hints(value) -> tuple:
-    """A list of hint objects -> tuple of instcolor.Hint (the API's parser: same fields, same
-    messages); ValueError naming the entry."""
-    from ..serve.errors import InvalidOption
-    from ..serve.options import _hints
+class HintFieldError(ValueError):
+    """A hint-set field that does not fit: ``field`` names it (``hints[2].rgb``), ``detail`` says why."""
 
-    if isinstance(value, (list, tuple)) and len(value) > MAX_HINTS:
-        raise ValueError(f"hints: {len(value)} hints, more than {MAX_HINTS}")
-    try:
-        return tuple(_hints(value))
-    except InvalidOption as e:
-        raise ValueError(e.message) from None
+    def __init__(self, field: str, detail: str):
+        super().__init__(f"{field}: {detail}")
+        self.field, self.detail = field, detail
+
+
+def _finite(v, name) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise HintFieldError(name, f"expected a finite number, got {v!r}")
+    return float(v)
+
+
+def _whole(v, name) -> int:
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            raise HintFieldError(name, f"expected a whole number, got {v!r}") from None
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise HintFieldError(name, f"expected a whole number, got {v!r}")
+    return int(v)
+
+
+def hint_from_json(h, name: str = "hint"):
+    """One hint object ``{x, y, rgb: "#rrggbb" | ab: [a, b], size}`` -> :class:`instcolor.Hint`."""
+    from .prepare import Hint
+
+    if not isinstance(h, dict):
+        raise HintFieldError(name, f"expected an object {{x, y, rgb | ab, size}}, got {h!r}")
+    extra = sorted(set(h) - {"x", "y", "rgb", "ab", "size"})
+    if extra:
+        raise HintFieldError(f"{name}.{extra[0]}", "unknown key; a hint has x, y, rgb or ab, size")
+    for k in ("x", "y"):
+        if k not in h:
+            raise HintFieldError(f"{name}.{k}", "missing")
+    x, y = _finite(h["x"], f"{name}.x"), _finite(h["y"], f"{name}.y")
+    size = _whole(h.get("size", 1), f"{name}.size")
+    if not 1 <= size <= 2048:
+        raise HintFieldError(f"{name}.size", f"expected a patch size 1..2048, got {size}")
+    if ("rgb" in h) == ("ab" in h):
+        raise HintFieldError(name, "give exactly one of rgb (\"#rrggbb\") or ab ([a, b])")
+    if "rgb" in h:
+        m = _HEX.fullmatch(h["rgb"]) if isinstance(h["rgb"], str) else None
+        if not m:
+            raise HintFieldError(f"{name}.rgb", f"expected \"#rrggbb\", got {h['rgb']!r}")
+        return Hint(x, y, rgb=tuple(int(m.group(1)[j:j + 2], 16) for j in (0, 2, 4)), size=size)
+    ab = h["ab"]
+    if not isinstance(ab, (list, tuple)) or len(ab) != 2:
+        raise HintFieldError(f"{name}.ab", f"expected [a, b], got {ab!r}")
+    a, b = (_finite(c, f"{name}.ab") for c in ab)
+    if abs(a) > 128 or abs(b) > 128:
+        raise HintFieldError(f"{name}.ab", f"expected Lab a, b within [-128, 128], got [{a:g}, {b:g}]")
+    return Hint(x, y, ab=(a, b), size=size)
+
+
+def parse_hints(value) -> tuple:
+    """A list of hint objects -> tuple of instcolor.Hint (what the HTTP API, the editor and
+    ``instcolor colorize --hints FILE`` accept); :class:`HintFieldError` naming the entry."""
+    if not isinstance(value, (list, tuple)):
+        raise HintFieldError("hints", f"expected a list of {{x, y, rgb | ab, size}}, got {type(value).__name__}")
+    if len(value) > MAX_HINTS:
+        raise HintFieldError("hints", f"{len(value)} hints, more than {MAX_HINTS}")
+    return tuple(hint_from_json(h, f"hints[{i}]") for i, h in enumerate(value))
 
 
 def parse_global(value, name: str = "global") -> GlobalHints | None:
@@ -134,5 +192,5 @@ def load_hint_set(path) -> tuple[tuple, GlobalHints | None]:
         raise ValueError(f"{path}: {e}") from None
 
 
-__all__ = ["EditState", "hint_set_to_json", "hint_to_json", "load_hint_set", "parse_exclude", "parse_global",
+__all__ = ["EditState", "HintFieldError", "hint_from_json", "hint_set_to_json", "hint_to_json", "load_hint_set", "parse_exclude", "parse_global",
            "parse_hint_set", "parse_hints"]
