@@ -99,9 +99,9 @@ def plain_export(plain_nets, tmp_path_factory):
     return d
 
 
-def host_trt(export_dir, max_images=4):
+def host_trt(export_dir, max_images=4, **options):
     calls = []
-    return TensorRTBackend(export_dir, max_images=max_images, device=HostDevice(),
+    return TensorRTBackend(export_dir, max_images=max_images, device=HostDevice(), **options,
                            runner_factory=lambda seg, prof: OrtHostRunner(export_dir, seg, prof, calls),
                            fuse=ops.fuse_instances)
 
@@ -306,6 +306,14 @@ def test_tensorrt_orchestration_heads_in_chunks(gexport, ort_g):
     np.testing.assert_array_equal(again.ab, got.ab)
     np.testing.assert_array_equal(again.logits, got.logits)
     np.testing.assert_array_equal(be.run(batch), got.ab)
+    # the instance engine takes at most max_images * max_instances_per_image crops: 8 crops in chunks of 3
+    small = host_trt(gexport, max_images=1, max_instances_per_image=3)
+    chunked = small.run_instances(batch.crop_L)
+    assert len(chunked) == 8 and chunked.features["conv1_2"].shape[0] == 8
+    for k in state.features:
+        np.testing.assert_allclose(chunked.features[k], state.features[k], rtol=0, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(chunked.logits[k], state.logits[k], rtol=0, atol=1e-6, err_msg=k)
+    np.testing.assert_array_equal(small.run_heads(batch, logits=False, instances=chunked).ab, small.run(batch))
 
 
 # ----------------------------------------------------------------------------- exports of the earlier format

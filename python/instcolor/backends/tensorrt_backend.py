@@ -73,8 +73,12 @@ class EngineSet:
 
     ``runners``: ``{segment: EngineRunner}``; ``buffers``: ``{buffer name: device buffer}`` per
     ``plan`` (:class:`instcolor.trt.plan.BufferPlan`). The instance segment's constant inputs
-    (B = 0, mask = -0.5) are filled once, at their largest size.
+    (B = 0, mask = -0.5) are filled once, at their largest size. The class-head segments
+    (``head.*``, :data:`LAZY_SEGMENTS`) get their runner (engine build or load) on first use
+    (:meth:`runner`), so a caller that never asks for logits never builds them.
     """
+
+    LAZY_SEGMENTS = ("head.full", "head.fusion")
 
     PRESETS = {("instance", "B"): 0.0, ("instance", "mask"): -0.5}
 
@@ -85,16 +89,28 @@ class EngineSet:
         self.plan = plan_buffers(manifest, size, max_images, self.dtype, max_instances_per_image)
         self.profiles = plan_profiles(manifest, size, max_images, max_instances_per_image)
         self.outputs = {s["name"]: list(s["outputs"]) for s in manifest["segments"]}
-        self.runners = {s["name"]: runner_factory(s, self.profiles[s["name"]]) for s in manifest["segments"]}
-        for name, runner in self.runners.items():
-            dtypes = getattr(runner, "dtypes", None)
-            if dtypes is not None and any(np.dtype(d) != self.dtype for d in dtypes.values()):
-                raise ValueError(f"{name}: engine I/O types {sorted(set(map(str, dtypes.values())))} "
-                                 f"but the export's tensors are {self.dtype}")
+        self._segments = {s["name"]: s for s in manifest["segments"]}
+        self._factory = runner_factory
+        self.runners = {}
+        for name in self._segments:
+            if name not in self.LAZY_SEGMENTS:
+                self.runner(name)
         self.buffers = {name: device.alloc(nbytes) for name, nbytes in self.plan.buffers.items()}
         self._views: dict = {}
         for (seg, tensor), value in self.PRESETS.items():
             device.fill(self.view(seg, tensor, self.plan.tensors[(seg, tensor)][0][0]), value)
+
+    def runner(self, name: str):
+        """The runner of segment ``name``, made (engine built or loaded) on first use."""
+        runner = self.runners.get(name)
+        if runner is None:
+            runner = self._factory(self._segments[name], self.profiles[name])
+            dtypes = getattr(runner, "dtypes", None)
+            if dtypes is not None and any(np.dtype(d) != self.dtype for d in dtypes.values()):
+                raise ValueError(f"{name}: engine I/O types {sorted(set(map(str, dtypes.values())))} "
+                                 f"but the export's tensors are {self.dtype}")
+            self.runners[name] = runner
+        return runner
 
     def view(self, segment: str, tensor: str, batch: int):
         """The array of ``tensor`` of ``segment`` for a batch dim of ``batch`` (shared with other
@@ -240,11 +256,14 @@ class TensorRTBackend(SegmentBackend):
         with activate() if activate is not None else contextlib.nullcontext():
             self._set = self.engine_set(S)
             parts = [super(TensorRTBackend, self).run_instances(crop_L[i:i + chunk]) for i in range(0, M, chunk)]
-        if len(parts) == 1:
-            return InstanceState(parts[0].features, parts[0].logits, M, S, self, parts[0]._take)
-        if not parts:
+        if not parts:  # no crops
             return super().run_instances(crop_L)
-        cat = lambda key: {k: np.concatenate([getattr(p, key)[k] for p in parts]) for k in parts[0].features}  # noqa: E731
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(key):
+            return {k: np.concatenate([getattr(p, key)[k] for p in parts]) for k in parts[0].features}
+
         return InstanceState(cat("features"), cat("logits"), M, S, self, parts[0]._take)
 
     def _feed(self, segment, name, host):
@@ -261,7 +280,7 @@ class TensorRTBackend(SegmentBackend):
     def _run(self, segment, feeds):
         batch = next(iter(feeds.values())).shape[0]
         outs = {t: self._set.view(segment, t, batch) for t in self._set.outputs[segment]}
-        self._set.runners[segment].run(feeds, outs, self.device.stream)
+        self._set.runner(segment).run(feeds, outs, self.device.stream)
         return [outs[t] for t in self._set.outputs[segment]]
 
     def _fuse(self, point, feat, bg_logit, inst_feat, inst_logit, box_info, inst_image):
