@@ -14,6 +14,7 @@
 #                  timeouts are doubled: small CPUs); each step's timeout is capped to what is
 #                  left, and steps that find less than 15 s left are skipped, saying so
 #   --skip-build   use the installed extension (the build step is recorded as skipped)
+#   --only A,B,... run only these steps (the others are recorded as skipped, "not selected")
 #   PYTHON=...     interpreter to use (default: python3)
 #
 # Never stops at the first failure: every step has its own timeout and is recorded. Exit status 0
@@ -25,6 +26,7 @@ cd "$REPO"
 PY="${PYTHON:-python3}"
 DRY=0
 SKIP_BUILD=0
+ONLY=""
 BUDGET=""
 GOLDEN="$REPO/../shared/golden"
 OUTDIR="${OUT:-}"
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --out) OUTDIR="${2:?--out needs a folder}"; shift ;;
     --golden) GOLDEN="${2:?--golden needs a folder}"; shift ;;
     --budget) BUDGET="${2:?--budget needs seconds}"; shift ;;
+    --only) ONLY="${2:?--only needs step names}"; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -62,6 +65,10 @@ if [ $DRY = 1 ]; then DEV=cpu; MODE=dry-run; else DEV=cuda; MODE=gpu; fi
 PLAN="environment build native_cuda cuda_op_tests golden_fp32 golden_tf32 golden_fp16 bench_torch_cuda bench_cuda_graphs tensorrt_tests bench_tensorrt"
 # Outside --dry-run these must pass for the run to count as verified.
 REQUIRED="build native_cuda cuda_op_tests golden_fp32 golden_tf32 golden_fp16 bench_torch_cuda bench_cuda_graphs"
+for s in ${ONLY//,/ }; do
+  case " $PLAN " in *" $s "*) ;; *) echo "gpu_check.sh: --only: unknown step '$s' (steps: $PLAN)" >&2; exit 2 ;; esac
+done
+selected() { [ -z "$ONLY" ] || case ",$ONLY," in *",$1,"*) true ;; *) false ;; esac; }
 
 # ------------------------------------------------------------------------------ helpers (python)
 cat >"$WORK/lib.py" <<'PYEOF'
@@ -122,7 +129,7 @@ def bench(path, backend):
         return "pass", f"{len(rows)} rows", {"rows": rows}
     return ("skip", skipped, {}) if skipped else ("fail", f"no {backend} rows in the output", {})
 
-def record(steps, name, status, reason, seconds, timeout, cmd, details_path):
+def record(steps, name, status, reason, seconds, timeout, cmd, details_path, cpu_seconds="0"):
     details = {}
     if details_path:
         try:
@@ -131,7 +138,8 @@ def record(steps, name, status, reason, seconds, timeout, cmd, details_path):
             details = {"details_error": str(e)}
     with open(steps, "a") as f:
         f.write(json.dumps({"name": name, "status": status, "reason": reason, "seconds": float(seconds),
-                            "timeout_s": int(timeout), "command": cmd, "details": details}) + "\n")
+                            "cpu_seconds": float(cpu_seconds), "timeout_s": int(timeout), "command": cmd,
+                            "details": details}) + "\n")
 
 def finalize(steps, out, mode, device, plan, required, started, finished, env_path):
     recs = [json.loads(l) for l in open(steps) if l.strip()]
@@ -149,6 +157,7 @@ def finalize(steps, out, mode, device, plan, required, started, finished, env_pa
     except Exception:
         env = {}
     res = {"schema": 1, "mode": mode, "device": device, "started": started, "finished": finished,
+           "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in recs), 1),
            "plan": plan, "required_on_gpu": required, "environment": env, "steps": recs, "summary": summary,
            "ok": not problems, "problems": problems}
     json.dump(res, open(out, "w"), indent=1)
@@ -164,7 +173,7 @@ if __name__ == "__main__":
         record(*args)
     elif cmd == "finalize":
         res = finalize(*args)
-        print(json.dumps(res["summary"]), "ok" if res["ok"] else "NOT OK")
+        print(json.dumps(res["summary"]), f"CPU {res['cpu_seconds']}s,", "ok" if res["ok"] else "NOT OK")
         for p in res["problems"]:
             print("  problem:", p)
         sys.exit(0 if res["ok"] else 1)
@@ -181,6 +190,7 @@ run_step() {
   local name="$1" tmo="$2" kind="$3" arg="" ; shift 3
   if [ "$kind" != rc ]; then arg="$1"; shift; fi
   [ "$1" = "--" ] && shift
+  if ! selected "$name"; then skip_step "$name" "not selected (--only $ONLY)" "$*"; return; fi
   [ $DRY = 1 ] && tmo=$((tmo * 2))
   local left; left=$(remaining)
   if [ "$left" -lt 15 ]; then
@@ -189,10 +199,19 @@ run_step() {
   [ "$tmo" -gt "$left" ] && tmo=$left
   local t0 rc status reason details="$WORK/$name.details.json" slog="$WORK/$name.log"
   log ""; log "=== $name (timeout ${tmo}s): $*"
+  # user and system CPU time of this shell's finished children, before and after (`times` in a
+  # $(...) subshell would report the subshell's children: none)
+  times >"$WORK/times0"
   t0=$(date +%s.%N)
   timeout --kill-after=10 "$tmo" "$@" >"$slog" 2>&1
   rc=$?
-  local secs; secs=$("$PY" -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$t0")
+  times >"$WORK/times1"
+  local c0 c1; c0=$(tail -n 1 "$WORK/times0"); c1=$(tail -n 1 "$WORK/times1")
+  local secs cpu; read -r secs cpu < <("$PY" -c "
+import re, sys, time
+def s(t):
+    return sum(float(m) * 60 + float(x) for m, x in re.findall(r'(\d+)m([\d.]+)s', t))
+print(round(time.time() - float(sys.argv[1]), 1), round(s(sys.argv[3]) - s(sys.argv[2]), 1))" "$t0" "$c0" "$c1")
   cat "$slog" >>"$LOG"
   if [ $rc = 124 ] || [ $rc = 137 ]; then
     status=fail; reason="timed out after ${tmo}s"; details=""
@@ -211,8 +230,8 @@ run_step() {
     esac
     [ -n "${status:-}" ] || { status=fail; reason="no result from the step's parser"; }
   fi
-  "$PY" "$WORK/lib.py" record "$STEPS" "$name" "$status" "${reason:-}" "$secs" "$tmo" "$*" "${details:-}"
-  log "--- $name: $status ${reason:+($reason)} [${secs}s]"
+  "$PY" "$WORK/lib.py" record "$STEPS" "$name" "$status" "${reason:-}" "$secs" "$tmo" "$*" "${details:-}" "$cpu"
+  log "--- $name: $status ${reason:+($reason)} [${secs}s, CPU ${cpu}s]"
 }
 
 skip_step() {  # NAME REASON [COMMAND]
@@ -299,7 +318,7 @@ run_step cuda_op_tests 240 junit "$WORK/ops.xml" -- "$PY" -m pytest -q -rs -p no
   --junitxml="$WORK/ops.xml" tests/test_ops_cuda.py
 
 # ------------------------------------------------------------------------------ 5-7. golden cases, torch backend
-GOLDEN_SIZE=""; [ $DRY = 1 ] && GOLDEN_SIZE="--max-size 64 --limit 2"  # dry run: one case without boxes, one with
+GOLDEN_SIZE=""; [ $DRY = 1 ] && GOLDEN_SIZE="--cases v02"  # dry run: one S = 64 case with a box (all three nets)
 for prec in fp32 tf32 fp16; do
   # shellcheck disable=SC2086
   run_step "golden_$prec" 240 subjson "$WORK/golden_$prec.json" -- "$PY" benchmarks/gpu_golden.py --device "$DEV" \

@@ -137,7 +137,8 @@ def path_skip_reason(device: str, precision: str, native: bool) -> str:
     return ""
 
 
-def run(device: str, precision: str, golden: Path, max_size: int | None, limit: int | None = None) -> dict:
+def run(device: str, precision: str, golden: Path, max_size: int | None, limit: int | None = None,
+        cases: list[str] | None = None) -> dict:
     tol_max, tol_mean = TOLERANCE[precision]
     res = {"device": device, "precision": precision, "tolerance_max_abs": tol_max, "tolerance_mean_abs": tol_mean,
            "golden": str(golden), "torch": torch.__version__, "cases": []}
@@ -148,6 +149,8 @@ def run(device: str, precision: str, golden: Path, max_size: int | None, limit: 
         set_tf32(precision == "tf32")
         res["gpu"] = torch.cuda.get_device_name(torch.device(device))
     paths = sorted(golden.glob("v*.npz"))
+    if cases:
+        paths = [p for p in paths if p.stem.startswith(tuple(cases))]
     if max_size is not None:
         paths = [p for p in paths if int(np.load(p)["fine_size"]) <= max_size]
     paths = paths[:limit] if limit is not None else paths
@@ -199,7 +202,7 @@ def run(device: str, precision: str, golden: Path, max_size: int | None, limit: 
             res["cases"].append(entry)
     statuses = [c["status"] for c in res["cases"]]
     if not statuses:
-        return {**res, "status": "skip", "reason": f"no golden case at S <= {max_size}"}
+        return {**res, "status": "fail", "reason": f"no golden case selected (--max-size {max_size}, --cases {cases})"}
     if "fail" in statuses:
         res["status"], res["reason"] = "fail", f"{statuses.count('fail')} of {len(statuses)} case runs failed"
     elif "pass" not in statuses:
@@ -223,13 +226,14 @@ def main(argv=None) -> int:
     ap.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN, help=f"golden folder (default {DEFAULT_GOLDEN})")
     ap.add_argument("--max-size", type=int, help="only the cases with S <= this (quick runs)")
     ap.add_argument("--limit", type=int, help="only the first LIMIT cases (after --max-size)")
+    ap.add_argument("--cases", nargs="+", metavar="PREFIX", help="only the cases whose name starts with one of these")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
     try:
         torch.device(args.device)
     except (RuntimeError, TypeError) as e:
         ap.error(f"--device: {e}")
-    res = run(args.device, args.precision, args.golden, args.max_size, args.limit)
+    res = run(args.device, args.precision, args.golden, args.max_size, args.limit, args.cases)
     for c in res["cases"]:
         figs = f"max |dab| {c['max_abs']:.2e}  mean {c['mean_abs']:.2e}" if "max_abs" in c else ""
         print(f"{c['case']:28s} {c['path']:9s} {c['status']:4s} {figs} {c.get('reason', '')}".rstrip())

@@ -22,8 +22,8 @@ each width (0.25 = the built-in starter's width, 1.0 = the official architecture
 (default: a temporary folder); the ONNX Runtime and TensorRT rows load an ``instcolor export`` of
 them made beforehand in its own process, so the export's cost is not counted.
 
-A first row measures ``import instcolor`` alone: wall time and resident size after the import, and
-which heavy modules the import loaded. Output: a Markdown table on stdout; ``--json`` also writes
+A first row measures ``import instcolor`` alone: wall time, CPU time (the figure to compare on a
+busy machine) and resident size after the import, and which heavy modules the import loaded. Output: a Markdown table on stdout; ``--json`` also writes
 every measurement. Backends that cannot run here (no GPU, no TensorRT) are listed with the reason
 instead of figures.
 """
@@ -129,11 +129,12 @@ def make_boxes(n: int, hw=(480, 640)) -> list[list[float]]:
 
 def worker_import() -> dict:
     before = rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     import instcolor  # noqa: F401
 
-    dt = time.perf_counter() - t0
-    return {"kind": "import", "import_s": dt, "rss_before_import_mib": before, "rss_after_import_mib": rss_mib(),
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"kind": "import", "import_s": dt, "import_cpu_s": cpu, "rss_before_import_mib": before,
+            "rss_after_import_mib": rss_mib(),
             "peak_rss_mib": peak_rss_mib(),
             "modules_loaded": [m for m in HEAVY_MODULES if m in sys.modules]}
 
@@ -282,7 +283,8 @@ def markdown(records: list[dict]) -> str:
             if "error" in r:
                 lines.append(f"| `import instcolor` | — | — | — | not measured: {r['error']} | | | | | |")
                 continue
-            lines.append(f"| `import instcolor` ({r['import_s']:.2f} s) | — | — | — | {_fmt(r['peak_rss_mib'])} | "
+            cpu = f", {r['import_cpu_s']:.2f} s CPU" if "import_cpu_s" in r else ""
+            lines.append(f"| `import instcolor` ({r['import_s']:.2f} s{cpu}) | — | — | — | {_fmt(r['peak_rss_mib'])} | "
                          f"{_fmt(r['rss_after_import_mib'])} | — | — | — | {', '.join(r['modules_loaded']) or 'none'} |")
             continue
         head = f"| {r['backend']} | {r['width']:g} | {r['size']} | {r['boxes']} |"

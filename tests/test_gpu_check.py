@@ -101,7 +101,7 @@ def test_dry_run_golden_cases_compared(dry_run):
         step = steps[f"golden_{prec}"]
         assert step["status"] == "pass", step
         cases = step["details"]["cases"]
-        assert {c["case"] for c in cases} == {"v01_s64_nobox_photoA", "v02_s64_1box_synthA"}
+        assert {c["case"] for c in cases} == {"v02_s64_1box_synthA"}
         ran = [c for c in cases if c["status"] == "pass"]
         assert ran and all(c["max_abs"] <= tol and c["boxes_equal"] for c in ran)
         assert {c["path"] for c in ran} >= {"reference"}
@@ -110,17 +110,20 @@ def test_dry_run_golden_cases_compared(dry_run):
 
 
 def test_failures_are_recorded_and_the_run_goes_on(tmp_path):
-    """A broken golden folder fails the golden steps; every later step still runs; exit status 1."""
+    """A broken golden folder fails the golden steps; the steps after a failure still run; exit status 1."""
     bad = tmp_path / "golden"
     bad.mkdir()
-    (bad / "v01_s64_nobox_broken.npz").write_bytes(b"not a numpy file")
+    (bad / "v02_s64_1box_broken.npz").write_bytes(b"not a numpy file")
     out = tmp_path / "out"
-    p, res = run_check(out, "--golden", str(bad))
+    p, res = run_check(out, "--golden", str(bad), "--only", "environment,golden_fp32,golden_tf32,golden_fp16")
     steps = check_structure(res, out)
     assert p.returncode == 1 and not res["ok"]
-    assert steps["golden_fp32"]["status"] == "fail" and steps["golden_fp16"]["status"] == "fail"
-    assert any("golden_fp32" in x for x in res["problems"])
-    assert steps["bench_torch_cuda"]["status"] == "pass"  # ran after the failures
+    assert steps["golden_fp32"]["status"] == "fail" and steps["golden_fp16"]["status"] == "fail"  # ran after a failure
+    assert steps["golden_fp32"]["seconds"] > 0 and steps["golden_fp16"]["seconds"] > 0
+    assert any(x.startswith("golden_fp32: fail") for x in res["problems"])
+    assert steps["environment"]["status"] == "pass"
+    for name in ("native_cuda", "cuda_op_tests", "bench_torch_cuda", "bench_cuda_graphs"):
+        assert steps[name]["status"] == "skip" and "not selected" in steps[name]["reason"]
 
 
 def test_budget_exhausted_still_records_every_step(tmp_path):
@@ -132,7 +135,7 @@ def test_budget_exhausted_still_records_every_step(tmp_path):
 
 
 def test_bad_arguments_are_refused(tmp_path):
-    for args in (["--budget", "soon"], ["--frobnicate"]):
+    for args in (["--budget", "soon"], ["--frobnicate"], ["--only", "golden_fp32,warp_drive"]):
         p = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(tmp_path), *args], capture_output=True,
                            text=True, timeout=60)
         assert p.returncode == 2 and "gpu_check.sh:" in p.stderr
