@@ -5,11 +5,19 @@ match it; the golden vectors (``color_conversion.npz``) check it against the aut
 
 Conventions: D65 sRGB, normalised L = (L - 50) / 100, normalised ab = ab / 110.
 All functions take and return ``(N, 3, H, W)`` float32 tensors.
+
+PyTorch is imported on first use. The ``*_np`` functions are numpy twins of the reference (same
+operations in float32, scalar divisions as multiplications by the float32 reciprocal as PyTorch does
+them; its vectorised ``pow`` may differ by an ulp, so results agree to about 1e-6, not bit for bit).
+The numpy-facing helpers (:func:`lab_to_rgb_uint8`, :func:`rgb_uint8_to_lab`, :func:`lab_of_uint8`)
+use the PyTorch reference when PyTorch is installed, else the twins: the torch-free install
+(``pip install instcolor`` without the ``torch`` extra) converts the few colours of hints,
+suggestions, the detector's grey input and global-hint histograms with them; pictures are converted
+by the native kernels (``instcolor.ops``) on both installs.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 L_CENT = 50.0
 L_NORM = 100.0
@@ -18,12 +26,25 @@ AB_NORM = 110.0
 _WHITE = (0.95047, 1.0, 1.08883)
 
 
+def torch_or_none():
+    """The ``torch`` module when PyTorch is installed, else None (the torch-free install)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def _white(ref: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.tensor(_WHITE, dtype=torch.float32, device=ref.device)[None, :, None, None]
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1] ``(N, 3, H, W)`` float32 -> normalised Lab ``(N, 3, H, W)`` float32."""
+    import torch
+
     rgb = rgb.to(torch.float32)
     mask = (rgb > 0.04045).to(torch.float32)
     lin = (((rgb + 0.055) / 1.055) ** 2.4) * mask + rgb / 12.92 * (1 - mask)
@@ -46,6 +67,8 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     Clamped at 0 (as the official code does), not above 1: callers clamp with
     :func:`to_uint8`.
     """
+    import torch
+
     lab = lab.to(torch.float32)
     L = lab[:, 0] * L_NORM + L_CENT
     a = lab[:, 1] * AB_NORM
@@ -69,16 +92,92 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     """``(N, 3, H, W)`` float RGB -> ``(N, H, W, 3)`` uint8: clamp to [0, 1], round(x * 255)
     half to even in float32 (scikit-image ``img_as_ubyte``, as the official code saves)."""
+    import torch
+
     x = torch.round(torch.clamp(rgb.to(torch.float32), 0.0, 1.0) * 255.0)
     return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def uint8_to_float(img: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32 in [0, 1] (x / 255)."""
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(img))
     if t.ndim == 3:
         t = t[None]
     return t.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+
+
+# ----------------------------------------------------------------------------- numpy twins
+_F32 = np.float32
+
+
+def _div(x: np.ndarray, d: float) -> np.ndarray:
+    """``x / d`` for a Python scalar ``d`` as PyTorch's CPU kernel computes it: x * float32(1 / float32(d))."""
+    return x * (_F32(1.0) / _F32(d))
+
+
+def rgb_to_lab_np(rgb: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`rgb_to_lab`: sRGB in [0, 1] ``(N, 3, H, W)`` -> normalised Lab, float32."""
+    rgb = np.asarray(rgb, _F32)
+    mask = (rgb > _F32(0.04045)).astype(_F32)
+    lin = (_div(rgb + _F32(0.055), 1.055) ** _F32(2.4)) * mask + _div(rgb, 12.92) * (_F32(1) - mask)
+    r, g, b = lin[:, 0], lin[:, 1], lin[:, 2]
+    x = _F32(0.412453) * r + _F32(0.357580) * g + _F32(0.180423) * b
+    y = _F32(0.212671) * r + _F32(0.715160) * g + _F32(0.072169) * b
+    z = _F32(0.019334) * r + _F32(0.119193) * g + _F32(0.950227) * b
+    xyz = np.stack((x, y, z), axis=1) / np.asarray(_WHITE, _F32)[None, :, None, None]
+    mask = (xyz > _F32(0.008856)).astype(_F32)
+    f = xyz ** _F32(1 / 3.0) * mask + (_F32(7.787) * xyz + _F32(16.0 / 116.0)) * (_F32(1) - mask)
+    L = _F32(116.0) * f[:, 1] - _F32(16.0)
+    a = _F32(500.0) * (f[:, 0] - f[:, 1])
+    bb = _F32(200.0) * (f[:, 1] - f[:, 2])
+    return np.stack((_div(L - _F32(L_CENT), L_NORM), _div(a, AB_NORM), _div(bb, AB_NORM)), axis=1)
+
+
+def lab_to_rgb_np(lab: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`lab_to_rgb`: normalised Lab ``(N, 3, H, W)`` -> sRGB (clamped at 0), float32."""
+    lab = np.asarray(lab, _F32)
+    L = lab[:, 0] * _F32(L_NORM) + _F32(L_CENT)
+    a = lab[:, 1] * _F32(AB_NORM)
+    b = lab[:, 2] * _F32(AB_NORM)
+    fy = _div(L + _F32(16.0), 116.0)
+    fx = _div(a, 500.0) + fy
+    fz = np.maximum(fy - _div(b, 200.0), _F32(0))
+    f = np.stack((fx, fy, fz), axis=1)
+    mask = (f > _F32(0.2068966)).astype(_F32)
+    xyz = (f * f * f) * mask + _div(f - _F32(16.0 / 116.0), 7.787) * (_F32(1) - mask)
+    xyz = xyz * np.asarray(_WHITE, _F32)[None, :, None, None]
+    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    r = _F32(3.24048134) * x - _F32(1.53715152) * y - _F32(0.49853633) * z
+    g = _F32(-0.96925495) * x + _F32(1.87599) * y + _F32(0.04155593) * z
+    bl = _F32(0.05564664) * x - _F32(0.20404134) * y + _F32(1.05731107) * z
+    rgb = np.maximum(np.stack((r, g, bl), axis=1), _F32(0))
+    mask = (rgb > _F32(0.0031308)).astype(_F32)
+    return (_F32(1.055) * (rgb ** _F32(1.0 / 2.4)) - _F32(0.055)) * mask + _F32(12.92) * rgb * (_F32(1) - mask)
+
+
+def to_uint8_np(rgb: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`to_uint8`: ``(N, 3, H, W)`` -> ``(N, H, W, 3)`` uint8 (round half to even)."""
+    x = np.round(np.clip(np.asarray(rgb, _F32), _F32(0), _F32(1)) * _F32(255.0))
+    return np.ascontiguousarray(x.astype(np.uint8).transpose(0, 2, 3, 1))
+
+
+def uint8_to_float_np(img: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`uint8_to_float`: uint8 ``(H, W, 3)`` / ``(N, H, W, 3)`` -> ``(N, 3, H, W)`` / 255."""
+    a = np.asarray(img)
+    if a.ndim == 3:
+        a = a[None]
+    return _div(a.transpose(0, 3, 1, 2).astype(_F32), 255.0)
+
+
+def lab_of_uint8(img: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 -> normalised Lab ``(N, 3, H, W)`` float32 (x / 255 first):
+    the PyTorch reference when PyTorch is installed, else the numpy twin."""
+    torch = torch_or_none()
+    if torch is None:
+        return rgb_to_lab_np(uint8_to_float_np(img))
+    return rgb_to_lab(uint8_to_float(img)).numpy()
 
 
 # ----------------------------------------------------------------------------- numpy helpers
@@ -101,14 +200,17 @@ def lab_to_rgb_uint8(L, ab) -> np.ndarray:
     lab = np.stack([(L - L_CENT) / L_NORM, ab[:, 0] / AB_NORM, ab[:, 1] / AB_NORM], axis=1)
     if not len(ab):
         return np.zeros((0, 3), np.uint8)
-    rgb = lab_to_rgb(torch.from_numpy(np.ascontiguousarray(lab.T.reshape(1, 3, 1, -1))))
-    return to_uint8(rgb)[0, 0]
+    lab = np.ascontiguousarray(lab.T.reshape(1, 3, 1, -1))
+    torch = torch_or_none()
+    if torch is None:
+        return to_uint8_np(lab_to_rgb_np(lab))[0, 0]
+    return to_uint8(lab_to_rgb(torch.from_numpy(lab)))[0, 0]
 
 
 def rgb_uint8_to_lab(rgb) -> np.ndarray:
     """(n, 3) uint8 sRGB -> (n, 3) float32 Lab in Lab units (L 0..100, a*, b*), official conversion."""
     rgb = np.asarray(rgb, np.uint8).reshape(-1, 3)
-    lab = rgb_to_lab(uint8_to_float(rgb.reshape(1, -1, 3)))[0, :, 0].numpy().T   # (n, 3) normalised
+    lab = lab_of_uint8(rgb.reshape(1, -1, 3))[0, :, 0].T   # (n, 3) normalised
     return (lab * np.array([L_NORM, AB_NORM, AB_NORM], np.float32) + np.array([L_CENT, 0, 0], np.float32)).astype(np.float32)
 
 

@@ -34,12 +34,21 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-
 from ._fileio import OUTPUT_MARKER, publish_dir
-from .models.backbone import (FEATURE_LEVELS, FEATURE_NAMES, GLOBAL_INPUT_CHANNELS, NUM_CLASSES, RELU_FOLLOWED,
-                              STAGE_INPUTS)
+from .models.arch import FEATURE_LEVELS, FEATURE_NAMES, GLOBAL_INPUT_CHANNELS, NUM_CLASSES, STAGE_INPUTS
+
+# PyTorch is imported only by export_segments (torch.onnx); the segment modules it traces live in
+# instcolor.export_torch (re-exported here on first use). Reading exports needs no PyTorch.
+_TORCH_NAMES = ("FullSegment", "InstanceSegment", "FusionStageSegment", "FusionOutSegment", "ClassHeadSegment",
+                "segment_specs", "_example_inputs")
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        from . import export_torch
+
+        return getattr(export_torch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 MANIFEST = "manifest.json"
 FORMAT = "instcolor-segments/2"  # /2: head.* segments, conv8_3 out of full, optional global_input
@@ -57,81 +66,6 @@ PRECISION_DIRS = ("fp32", "fp16")  # `instcolor export --precision both` writes 
 
 class ExportError(ValueError):
     """An export folder (manifest or segment file) that cannot be used, naming the file."""
-
-
-class FullSegment(nn.Module):
-    """(A, B, mask[, global_input]) -> (ab, conv8_3)."""
-
-    def __init__(self, full):
-        super().__init__()
-        self.net = full
-
-    def forward(self, A, B, mask, global_input=None):
-        seen = {}
-
-        def record(name, x):
-            if name == "conv8_3":
-                seen[name] = x
-            return x
-
-        ab = self.net.run(A, B, mask, record, global_input=global_input)
-        return ab, seen["conv8_3"]
-
-
-class InstanceSegment(nn.Module):
-    """(A, B, mask) of M crops -> 13 features then 13 blend logits."""
-
-    def __init__(self, instance, fusion):
-        super().__init__()
-        self.net, self.fusion = instance, fusion
-
-    def forward(self, A, B, mask):
-        feats = {}
-
-        def record(name, x):
-            feats[name] = torch.relu(x) if name in RELU_FOLLOWED else x
-            return x
-
-        self.net.run(A, B, mask, record)
-        logits = [self.fusion.block(n).instance_logits(feats[n]) for n in FEATURE_NAMES]
-        return tuple(feats[n] for n in FEATURE_NAMES) + tuple(logits)
-
-
-class FusionStageSegment(nn.Module):
-    """One backbone step of the fusion net + its block's background logit."""
-
-    def __init__(self, fusion, name):
-        super().__init__()
-        self.net, self.name = fusion, name
-
-    def forward(self, *inputs):
-        if self.name == "conv4_3" and self.net.global_net is not None:  # (..., global_input) last
-            *inputs, g = inputs
-            feat = self.net.stage(self.name, *inputs)
-            feat = feat + self.net.global_net(g)  # as SIGGRAPHBackbone.heads does after conv4_3
-        else:
-            feat = self.net.stage(self.name, *inputs)
-        return feat, self.net.block(self.name).background_logits(feat)
-
-
-class FusionOutSegment(nn.Module):
-    def __init__(self, fusion):
-        super().__init__()
-        self.net = fusion
-
-    def forward(self, x):
-        return self.net.stage("out", x)
-
-
-class ClassHeadSegment(nn.Module):
-    """conv8_3 (n, C, S/4, S/4) -> class logits (n, 529, S/4, S/4): the net's ``model_class``."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, conv8_3):
-        return self.net.model_class(conv8_3)
 
 
 def _level_of_input(name: str) -> int | None:
@@ -174,26 +108,8 @@ def global_input_segments(nets: dict) -> list[str]:
     return [seg for seg, kind in GLOBAL_INPUT_SEGMENTS.items() if nets[kind].global_net is not None]
 
 
-def segment_specs(nets: dict) -> list[dict]:
-    """Ordered segments: name, module, input names, output names, and which batch dim each uses."""
-    full, inst, fusion = nets["full"], nets["instance"], nets["fusion"]
-    modules = {"full": FullSegment(full), "instance": InstanceSegment(inst, fusion), "fusion.out": FusionOutSegment(fusion),
-               "head.full": ClassHeadSegment(full), "head.fusion": ClassHeadSegment(fusion)}
-    modules.update({f"fusion.{n}": FusionStageSegment(fusion, n) for n in FEATURE_NAMES})
-    return [dict(spec, module=modules[spec["name"]]) for spec in segment_layout(FORMAT, global_input_segments(nets))]
-
-
 def _input_channels(name: str, channels: dict) -> int:
     return {"A": 1, "B": 2, "mask": 1, GLOBAL_INPUT: GLOBAL_INPUT_CHANNELS}.get(name) or channels[name]
-
-
-def _example_inputs(spec: dict, channels: dict, size: int, dtype) -> tuple:
-    out = []
-    for name in spec["inputs"]:
-        level = _level_of_input(name)
-        s = 1 if level is None else size >> level
-        out.append(torch.randn(2, _input_channels(name, channels), s, s, dtype=dtype))
-    return tuple(out)
 
 
 def _dynamic_axes(spec: dict) -> dict:
@@ -300,6 +216,9 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
     nothing is ever deleted wholesale.
     """
     import onnx
+    import torch
+
+    from .export_torch import _example_inputs, segment_specs
 
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
@@ -309,11 +228,7 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
         _check_replaceable(out_dir, owned)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     channels = nets["fusion"].feature_channels
-    manifest = dict(format=FORMAT, opset=OPSET, precision=precision, width=nets["full"].width,
-                    weights_sha256=weights_hash(nets), feature_names=list(FEATURE_NAMES),
-                    feature_levels={n: FEATURE_LEVELS[n] for n in FEATURE_NAMES},
-                    feature_channels=dict(channels), num_classes=NUM_CLASSES,
-                    global_input_segments=global_input_segments(nets), segments=[])
+    manifest = manifest_head(precision, nets["full"].width, weights_hash(nets), channels, global_input_segments(nets))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -333,25 +248,43 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
                 name=spec["name"], file=fname, batch_dim=spec["batch"],
                 inputs=[dict(name=n, channels=int(a.shape[1]), level=_level_of_input(n)) for n, a in zip(spec["inputs"], args)],
                 outputs=spec["outputs"], **({"source": spec["source"]} if "source" in spec else {})))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        publish_dir(tmp)
-        new = [s["file"] for s in manifest["segments"]] + [MANIFEST]
-        moved = False
-        if not out_dir.exists():
-            try:
-                os.replace(tmp, out_dir)
-                moved = True
-            except OSError:  # made meanwhile (another export to the same place): fall back to file by file
-                if not out_dir.is_dir():
-                    raise
-                _check_replaceable(out_dir, owned)
-        if not moved:
-            _move_into(tmp, out_dir, new, owned | (_manifest_files(out_dir) or set()))
+        publish_export(tmp, out_dir, manifest, owned)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # (our own temporary folder; gone already when moved whole)
         for net in nets.values():  # the segment modules share the nets: leave them in fp32
             net.float()
     return manifest
+
+
+def manifest_head(precision: str, width: float, weights_sha256: str, feature_channels: dict,
+                  global_input_segments: list) -> dict:
+    """The manifest of an export before its segments are listed (``segments`` empty)."""
+    return dict(format=FORMAT, opset=OPSET, precision=precision, width=width,
+                weights_sha256=weights_sha256, feature_names=list(FEATURE_NAMES),
+                feature_levels={n: FEATURE_LEVELS[n] for n in FEATURE_NAMES},
+                feature_channels=dict(feature_channels), num_classes=NUM_CLASSES,
+                global_input_segments=list(global_input_segments), segments=[])
+
+
+def publish_export(tmp: Path, out_dir: Path, manifest: dict, owned: set[str]) -> None:
+    """Write ``manifest`` into the temporary folder ``tmp`` (which holds its segment files) and put
+    the export in place at ``out_dir``: a new ``out_dir`` is ``tmp`` renamed; an existing one (checked
+    by :func:`_check_replaceable` before the segments were written) gets the files one by one
+    (:func:`_move_into`). The caller removes ``tmp`` afterwards (gone already when renamed)."""
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    publish_dir(tmp)
+    new = [s["file"] for s in manifest["segments"]] + [MANIFEST]
+    moved = False
+    if not out_dir.exists():
+        try:
+            os.replace(tmp, out_dir)
+            moved = True
+        except OSError:  # made meanwhile (another export to the same place): fall back to file by file
+            if not out_dir.is_dir():
+                raise
+            _check_replaceable(out_dir, owned)
+    if not moved:
+        _move_into(tmp, out_dir, new, owned | (_manifest_files(out_dir) or set()))
 
 
 def _safe_relative(name) -> bool:

@@ -41,7 +41,7 @@ class Batch:
         ValueError naming the shape when it is not that."""
         if self.global_input is None:
             return None
-        from .models.backbone import GLOBAL_INPUT_CHANNELS
+        from .models.arch import GLOBAL_INPUT_CHANNELS
 
         g = np.asarray(self.global_input)
         want = (self.full_L.shape[0], GLOBAL_INPUT_CHANNELS, 1, 1)

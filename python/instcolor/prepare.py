@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 from . import color
 
@@ -221,6 +220,10 @@ class Hint:
     def normalized_ab(self) -> tuple[float, float]:
         if self.ab is not None:
             return float(self.ab[0]) / color.AB_NORM, float(self.ab[1]) / color.AB_NORM
+        torch = color.torch_or_none()
+        if torch is None:  # the torch-free install: the numpy twin of the same conversion
+            lab = color.rgb_to_lab_np(np.array([float(c) for c in self.rgb], np.float32).reshape(1, 3, 1, 1) / 255.0)
+            return float(lab[0, 1, 0, 0]), float(lab[0, 2, 0, 0])
         rgb = torch.tensor([float(c) for c in self.rgb], dtype=torch.float32).reshape(1, 3, 1, 1) / 255.0
         lab = color.rgb_to_lab(rgb)
         return float(lab[0, 1, 0, 0]), float(lab[0, 2, 0, 0])
@@ -278,6 +281,8 @@ def patch_hints(ab: np.ndarray, patches) -> tuple[np.ndarray, np.ndarray]:
     """SIGGRAPH'17 hint simulation from ground-truth ab ``(2, S, S)``: each patch (row, col, P)
     gets the mean ab over rows row..row+P-1 and columns col..col+P-1 (columns first, float32).
     Returns (hint ab, centred mask) like :func:`hint_planes`."""
+    import torch  # (training's hint simulation; the training path needs PyTorch anyway)
+
     ab = np.asarray(ab, np.float32)
     hint = np.zeros_like(ab)
     mask = np.zeros((1,) + ab.shape[1:], np.float32)
@@ -311,7 +316,7 @@ class Prepared:
 
 def lab_of_uint8(img: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 -> normalised Lab ``(N, 3, H, W)`` float32 (x / 255 first)."""
-    return color.rgb_to_lab(color.uint8_to_float(img)).numpy()
+    return color.lab_of_uint8(img)
 
 
 def prepare(image: np.ndarray, boxes: np.ndarray, hints, size: int) -> Prepared:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..export import FORMAT, GLOBAL_INPUT
-from ..models.backbone import GLOBAL_INPUT_CHANNELS, NUM_CLASSES
+from ..models.arch import GLOBAL_INPUT_CHANNELS, NUM_CLASSES
 from ..pipeline import Batch, Heads, InstanceState
 
 HOST_INPUTS = ("A", "B", "mask")

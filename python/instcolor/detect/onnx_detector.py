@@ -79,12 +79,9 @@ def lightness_grey(image: np.ndarray) -> np.ndarray:
     official conversion) and is stored as ``round(L * 255 / 100)`` -- OpenCV's 8-bit Lab scaling,
     which the official ``inference_bbox.py`` feeds to its detector -- in all three channels.
     """
-    import torch
+    from ..color import L_CENT, L_NORM, lab_of_uint8
 
-    from ..color import L_CENT, L_NORM, rgb_to_lab, uint8_to_float
-
-    with torch.no_grad():
-        L = rgb_to_lab(uint8_to_float(image))[0, 0].numpy() * L_NORM + L_CENT
+    L = lab_of_uint8(image)[0, 0] * L_NORM + L_CENT  # (PyTorch's reference where installed, else its numpy twin)
     g = np.clip(np.rint(L * (255.0 / 100.0)), 0, 255).astype(np.uint8)
     return np.repeat(g[:, :, None], 3, axis=2)
 

@@ -15,33 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-FEATURE_NAMES = ("conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3", "conv6_3", "conv7_3",
-                 "conv8_up", "conv8_3", "conv9_up", "conv9_3", "conv10_up", "conv10_2")
-# Grid level of each feature point: 0 = S, 1 = S/2, 2 = S/4, 3 = S/8 (index into box_info levels).
-FEATURE_LEVELS = dict(conv1_2=0, conv2_2=1, conv3_3=2, conv4_3=3, conv5_3=3, conv6_3=3, conv7_3=3,
-                      conv8_up=2, conv8_3=2, conv9_up=1, conv9_3=1, conv10_up=0, conv10_2=0)
-# Feature points that the next block begins with an (official: in-place) ReLU.
-RELU_FOLLOWED = ("conv8_up", "conv9_up", "conv10_up")
-NUM_CLASSES = 529
-# SIGGRAPH'17 global hints input, (N, GLOBAL_INPUT_CHANNELS, 1, 1): the 529-bin ab histogram, its
-# flag, the mean HSV saturation, its flag (see :class:`instcolor.hints.GlobalHints`).
-GLOBAL_INPUT_CHANNELS = NUM_CLASSES + 3
-# What each step of the forward pass reads (after any blend at those points).
-STAGE_INPUTS = dict(conv1_2=("A", "B", "mask"), conv2_2=("conv1_2",), conv3_3=("conv2_2",), conv4_3=("conv3_3",),
-                    conv5_3=("conv4_3",), conv6_3=("conv5_3",), conv7_3=("conv6_3",),
-                    conv8_up=("conv7_3", "conv3_3"), conv8_3=("conv8_up",), conv9_up=("conv8_3", "conv2_2"),
-                    conv9_3=("conv9_up",), conv10_up=("conv9_3", "conv1_2"), conv10_2=("conv10_up",),
-                    out=("conv10_2",))
-_DOWN = dict(conv2_2="model2", conv3_3="model3", conv4_3="model4")  # stride-2 slice, then the block
-_SAME = dict(conv5_3="model5", conv6_3="model6", conv7_3="model7", conv8_3="model8", conv9_3="model9",
-             conv10_2="model10")
-_UP = dict(conv8_up=("model8up", "model3short8"), conv9_up=("model9up", "model2short9"),
-           conv10_up=("model10up", "model1short10"))
-
-
-def channels(width: float) -> dict[int, int]:
-    """Official channel count -> channel count at ``width``."""
-    return {c: max(1, int(round(c * width))) for c in (64, 128, 256, 512)}
+# The architecture as plain data lives in .arch (no PyTorch there); re-exported here.
+from .arch import (FEATURE_LEVELS, FEATURE_NAMES, GLOBAL_INPUT_CHANNELS, NUM_CLASSES, RELU_FOLLOWED,  # noqa: F401
+                   STAGE_INPUTS, channels)
+from .arch import DOWN_BLOCKS as _DOWN
+from .arch import feature_channels
+from .arch import SAME_BLOCKS as _SAME
+from .arch import UP_BLOCKS as _UP
 
 
 def _conv(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
@@ -127,10 +107,7 @@ class SIGGRAPHBackbone(nn.Module):
 
     @property
     def feature_channels(self) -> dict[str, int]:
-        c = channels(self.width)
-        return dict(conv1_2=c[64], conv2_2=c[128], conv3_3=c[256], conv4_3=c[512], conv5_3=c[512],
-                    conv6_3=c[512], conv7_3=c[512], conv8_up=c[256], conv8_3=c[256], conv9_up=c[128],
-                    conv9_3=c[128], conv10_up=c[128], conv10_2=c[128])
+        return feature_channels(self.width)
 
     def stage(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
         """One step of the forward pass: the (pre-blend) feature ``name`` from its ``STAGE_INPUTS``."""

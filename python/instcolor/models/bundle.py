@@ -25,12 +25,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-
 from .._fileio import OUTPUT_MARKER, _umask, atomic_path, publish_dir
-from .state import NET_CLASSES as _NET_CLASSES
+from .arch import NET_CLASS_NAMES
 from .state import CheckpointError, load_state_dict_strict, net_options
+
+# PyTorch is imported by the functions that build or save nets; reading a bundle's config and its
+# tensors as numpy arrays (load_bundle_arrays, for the torch-free install) needs none.
 
 FORMAT = "instcolor-bundle"
 VERSION = 1
@@ -50,10 +50,14 @@ def _sha256_file(path: Path) -> str:
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
     """The tensor's bytes, for bit-exact comparison (-0.0 != 0.0, NaN payloads count)."""
+    import torch
+
     return t.reshape(-1).view(torch.uint8)
 
 
 def _packed_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    import torch
+
     out = {}
     for k, v in net.state_dict().items():
         v = v.detach().cpu()
@@ -80,7 +84,10 @@ def save_bundle(directory: str | os.PathLike, nets: dict[str, nn.Module], *, inf
     is refused (``FileExistsError``), so that official weights are never deleted by writing a
     bundle over them.
     """
+    import torch
     from safetensors.torch import save_file
+
+    from .state import NET_CLASSES as _NET_CLASSES
 
     directory = Path(directory)
     if set(nets) != set(KINDS):
@@ -172,7 +179,7 @@ def read_bundle_config(directory: str | os.PathLike) -> dict:
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or not 0 < width <= 1:
         raise CheckpointError(f"{path}: 'width' must be a number in (0, 1], got {width!r}")
     names = config.get("nets")
-    expected = {kind: cls.__name__ for kind, cls in _NET_CLASSES.items()}
+    expected = dict(NET_CLASS_NAMES)
     if names != expected:
         raise CheckpointError(f"{path}: 'nets' is {names!r}, expected {expected!r}")
     shared = config.get("shared", {})
@@ -186,13 +193,21 @@ def read_bundle_config(directory: str | os.PathLike) -> dict:
     return config
 
 
-def load_bundle(directory: str | os.PathLike) -> dict[str, nn.Module]:
-    """Load the three nets of the bundle at ``directory`` -> {'full', 'instance', 'fusion'}
-    (float32, eval mode, at the recorded width). Raises :class:`CheckpointError` for missing
-    files, a bad config, a hash mismatch or tensors that do not fit the nets."""
+def load_bundle_states(directory: str | os.PathLike, framework: str = "pt") -> tuple[float, dict[str, dict]]:
+    """The checked tensors of the bundle at ``directory`` -> (width, {'full', 'instance', 'fusion':
+    {state-dict key: tensor}}), shared tensors resolved, as stored (float16 / int64). ``framework``:
+    ``"pt"`` (torch tensors) or ``"np"`` (numpy arrays, no PyTorch needed). Raises
+    :class:`CheckpointError` for missing files, a bad config, a hash mismatch or stray names; whether
+    the tensors fit the nets is checked by the caller (:func:`load_bundle`, or
+    :func:`instcolor.onnx_graphs.check_states` for arrays)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
+    if framework == "pt":
+        from safetensors.torch import load_file
+    elif framework == "np":
+        from safetensors.numpy import load_file
+    else:
+        raise ValueError(f"framework must be 'pt' or 'np', got {framework!r}")
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"weights directory not found: {directory}")
@@ -207,11 +222,11 @@ def load_bundle(directory: str | os.PathLike) -> dict[str, nn.Module]:
         raise CheckpointError(f"{model_path}: sha256 mismatch: the file hashes to {digest}, {CONFIG_FILE} records "
                               f"{config['sha256']}; the file is corrupt or was modified")
     try:
-        tensors = load_file(str(model_path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
+        tensors = load_file(str(model_path), **({"device": "cpu"} if framework == "pt" else {}))
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{model_path}: not a readable safetensors file ({e})") from None
 
-    states: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in KINDS}
+    states: dict[str, dict] = {kind: {} for kind in KINDS}
     stray = []
     for name, t in tensors.items():
         kind, _, key = name.partition(".")
@@ -231,8 +246,17 @@ def load_bundle(directory: str | os.PathLike) -> dict[str, nn.Module]:
         if target not in tensors:
             raise CheckpointError(f"{model_path}: shared tensor {alias!r} -> {target!r}, but {target!r} is not stored")
         states[kind][key] = tensors[target]
+    return float(config["width"]), states
 
-    width = float(config["width"])
+
+def load_bundle(directory: str | os.PathLike) -> dict[str, nn.Module]:
+    """Load the three nets of the bundle at ``directory`` -> {'full', 'instance', 'fusion'}
+    (float32, eval mode, at the recorded width). Raises :class:`CheckpointError` for missing
+    files, a bad config, a hash mismatch or tensors that do not fit the nets."""
+    from .state import NET_CLASSES as _NET_CLASSES
+
+    width, states = load_bundle_states(directory, "pt")
+    model_path = Path(directory) / MODEL_FILE
     nets = {}
     for kind in KINDS:
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in states[kind].items()}

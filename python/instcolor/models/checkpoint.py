@@ -16,15 +16,13 @@ import os
 import pickle
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-
 from .._fileio import atomic_path
 from .bundle import BUNDLE_FILES, bundle_info, is_bundle, load_bundle
-from .state import NET_CLASSES, CheckpointError, check_tensor_dict, load_state_dict_strict, net_options, strip_module_prefix
+from .state import CheckpointError, check_tensor_dict, load_state_dict_strict, net_options, strip_module_prefix
 
+# PyTorch is imported where a function needs it (reading / writing .pth files, building nets), so that
+# the torch-free install can import this module (file names, trained_size, the error class).
 OFFICIAL_FILES = {"full": "latest_net_GComp.pth", "instance": "latest_net_G.pth", "fusion": "latest_net_GF.pth"}
-_NET_CLASSES = NET_CLASSES  # (the name it had before it moved to .state)
 
 __all__ = ["OFFICIAL_FILES", "CheckpointError", "load_state_dict_strict", "strip_module_prefix", "read_state_dict",
            "safe_torch_load", "infer_width", "load_net", "load_nets", "save_official", "DEFAULT_SIZE",
@@ -46,6 +44,21 @@ def _unpickling_detail(e: BaseException) -> str:
     return _first_line(e)
 
 
+def require_torch(path):
+    """The ``torch`` module, or :class:`CheckpointError` naming ``path`` when PyTorch is not installed:
+    ``.pth`` files are PyTorch pickles, only PyTorch reads them. The message says how to convert them
+    (``instcolor bundle``, where PyTorch is installed) for the torch-free install."""
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(
+            f"{path}: a PyTorch checkpoint (.pth), and PyTorch is not installed here. Convert the weights "
+            f"folder once where PyTorch is installed (pip install 'instcolor[torch]'): "
+            f"instcolor bundle --weights {Path(path).parent} -o BUNDLE_DIR; then pass BUNDLE_DIR "
+            f"(config.json + model.safetensors), which this install reads without PyTorch") from None
+    return torch
+
+
 def safe_torch_load(path: str | os.PathLike, what: str = "PyTorch checkpoint"):
     """``torch.load(path, weights_only=True)`` on the CPU, every failure as one
     :class:`CheckpointError` naming ``path``: missing or empty file, truncated or corrupt data,
@@ -59,6 +72,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "PyTorch checkpoint"):
         raise CheckpointError(f"{what} not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file; not a {what}")
+    torch = require_torch(path)
     try:
         with warnings.catch_warnings():  # (e.g. torch's note on a pickle protocol it did not write)
             warnings.simplefilter("ignore")
@@ -85,6 +99,8 @@ def read_state_dict(path: str | os.PathLike) -> dict:
 
 def infer_width(state: dict, source: str = "checkpoint") -> float:
     """The width multiplier of a state dict: the first conv's output channels / 64, in (0, 1]."""
+    import torch
+
     w = state.get("model1.0.weight")
     if not isinstance(w, torch.Tensor) or w.ndim != 4:
         raise CheckpointError(f"{source}: no 'model1.0.weight' conv weight; not an InstColorization checkpoint")
@@ -96,6 +112,8 @@ def infer_width(state: dict, source: str = "checkpoint") -> float:
 
 def load_net(kind: str, path: str | os.PathLike) -> nn.Module:
     """Build the net of ``kind`` ('full' | 'instance' | 'fusion') sized by the file, load it strictly, eval mode."""
+    from .state import NET_CLASSES
+
     state = read_state_dict(path)
     net = NET_CLASSES[kind](width=infer_width(state, str(path)), **net_options(state))
     load_state_dict_strict(net, state, str(path))
@@ -130,6 +148,8 @@ def save_official(directory: str | os.PathLike, nets: dict[str, nn.Module], fusi
     """Write ``nets`` ({'full', 'instance', 'fusion'}) in the official layout (each file replaced
     atomically; other files in ``directory`` are left alone). ``fusion_prefix`` adds the
     ``module.`` prefix to the fusion file, as the official training script saves it."""
+    import torch
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for kind, fname in OFFICIAL_FILES.items():

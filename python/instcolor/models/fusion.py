@@ -13,14 +13,8 @@ import torch
 import torch.nn as nn
 
 from ..fuse import fuse_instances_reference
+from .arch import BLOCK_NAMES  # noqa: F401  (official attribute name of the blend block at each point)
 from .backbone import FEATURE_LEVELS, FEATURE_NAMES, SIGGRAPHBackbone
-
-# Official attribute name of the blend block at each feature point.
-BLOCK_NAMES = dict(conv1_2="weight_layer", conv2_2="weight_layer2", conv3_3="weight_layer3",
-                   conv4_3="weight_layer4", conv5_3="weight_layer5", conv6_3="weight_layer6",
-                   conv7_3="weight_layer7", conv8_up="weight_layer8_1", conv8_3="weight_layer8_2",
-                   conv9_up="weight_layer9_1", conv9_3="weight_layer9_2", conv10_up="weight_layer10_1",
-                   conv10_2="weight_layer10_2")
 
 FuseFn = Callable[..., torch.Tensor]
 

@@ -6,18 +6,19 @@ net with a readable report of what does not fit.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
+from ..errors import CheckpointError  # noqa: F401  (torch-free; defined there, re-exported here)
 
-from .backbone import InstanceNet, SIGGRAPHBackbone
-from .fusion import FusionNet
-
-NET_CLASSES = {"full": SIGGRAPHBackbone, "instance": InstanceNet, "fusion": FusionNet}
 _OPTIONAL_SUFFIXES = (".num_batches_tracked",)  # absent in files saved by PyTorch < 0.4.1; unused in eval
 
 
-class CheckpointError(ValueError):
-    """A weights file or directory that cannot be used, with the reason (and the file's name)."""
+def __getattr__(name: str):
+    """``NET_CLASSES`` ({kind: net class}) on first use: it imports PyTorch, the rest of this module does not."""
+    if name == "NET_CLASSES":
+        from .backbone import InstanceNet, SIGGRAPHBackbone
+        from .fusion import FusionNet
+
+        return {"full": SIGGRAPHBackbone, "instance": InstanceNet, "fusion": FusionNet}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _summarise(keys, limit=8) -> str:
@@ -35,6 +36,8 @@ def strip_module_prefix(state: dict) -> dict:
 
 def check_tensor_dict(state, source: str) -> dict:
     """``state`` as a dict of str -> real-valued tensor, else :class:`CheckpointError` naming ``source``."""
+    import torch
+
     if not isinstance(state, dict):
         raise CheckpointError(f"{source}: expected a state dict (names -> tensors), got {type(state).__name__}")
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
