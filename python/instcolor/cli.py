@@ -31,9 +31,16 @@ def _load_colorizer(args):
     try:  # no --weights: the built-in starter weights (from_pretrained prints a one-line notice)
         options = {}
         if args.precision is not None:
-            if args.backend != "tensorrt":
-                raise UsageError("--precision applies to --backend tensorrt only")
+            if args.backend != "tensorrt" and not (args.backend == "onnxruntime" and args.precision in ("fp32", "int8")):
+                raise UsageError("--precision applies to --backend tensorrt (fp32, fp16, int8) and --backend "
+                                 "onnxruntime (fp32, int8) only")
             options["precision"] = args.precision
+        if args.calibration is not None or args.calibration_count is not None:
+            if args.precision != "int8":
+                raise UsageError("--calibration / --calibration-count apply to --precision int8")
+            if args.calibration is None:
+                raise UsageError("--calibration-count needs --calibration DIR")
+            options.update(calibration=args.calibration, calibration_count=args.calibration_count)
         return Colorizer.from_pretrained(args.weights or None, backend=args.backend, device=_device(args),
                                          detector=_make_detector(args), **options)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
@@ -276,13 +283,29 @@ def cmd_export(args) -> int:
     except CheckpointError as e:
         raise UsageError(str(e)) from None
     precisions = ("fp32", "fp16") if args.precision == "both" else (args.precision,)
+    calibration = None
+    if args.precision == "int8":
+        from .quantize import Calibration, CalibrationError
+
+        if not args.calibration:
+            raise UsageError("--precision int8 needs --calibration DIR (a folder of photos)")
+        if args.detector and args.boxes:
+            raise UsageError("give either --detector or --boxes for the calibration boxes, not both")
+        try:
+            calibration = Calibration(args.calibration, 32 if args.calibration_count is None else args.calibration_count,
+                                      detector=args.detector, boxes=args.boxes)
+            calibration.photos()  # a bad folder fails before the export
+        except (CalibrationError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    elif args.calibration or args.calibration_count is not None or args.detector or args.boxes:
+        raise UsageError("--calibration, --calibration-count, --detector and --boxes apply to --precision int8")
     out = Path(args.output_dir)
     try:  # new, empty, or (with --force) an earlier export, whose files alone are replaced
         previous = claim_output_dir(out, "export", inputs=(args.weights,), force=args.force,
                                     legacy_own=is_export_output)
         earlier = (previous.get("files") or export_files(out)) if previous else ()
-        results = export_to_folder(nets, out, precisions, size=args.size, earlier=earlier)
-    except (OutputFolderError, FileExistsError) as e:
+        results = export_to_folder(nets, out, precisions, size=args.size, earlier=earlier, calibration=calibration)
+    except (OutputFolderError, FileExistsError, ValueError) as e:
         raise UsageError(str(e)) from None
     for target, m in results:
         print(f"instcolor: exported {len(m['segments'])} {m['precision']} segments to {target}", file=sys.stderr)
@@ -432,8 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnxruntime and tensorrt export the nets on first use and cache them)")
     p.add_argument("--device", default=None,
                    help="device for the nets: cpu, cuda or cuda:N (default: cuda for --backend tensorrt, else cpu)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default=None,
-                   help="TensorRT engine precision, --backend tensorrt only (default: fp32)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="precision of the nets: --backend tensorrt (fp32, fp16, int8) or onnxruntime (fp32, int8); "
+                        "int8 runs an INT8 export: --weights is one (instcolor export --precision int8), or weights "
+                        "with --calibration DIR, or none (the built-in starter's) (default: fp32)")
+    p.add_argument("--calibration", metavar="DIR", default=None,
+                   help="--precision int8 with --weights of fp32 weights: quantize them with the photos in DIR "
+                        "(once; cached, keyed by the weights and the photos; --detector gives the boxes)")
+    p.add_argument("--calibration-count", type=int, default=None, metavar="N",
+                   help="at most N calibration photos, spread over DIR (default: 32)")
     p.add_argument("--format", choices=("png", "jpg", "webp"), default=None,
                    help="output format (default: jpg for JPEG inputs, png for the others)")
     p.add_argument("--quality", type=int, default=None, metavar="Q",
@@ -457,8 +487,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, metavar="DIR", help="folder with the three checkpoint files")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
                    help="folder for the segments and manifest.json (new, empty, or an earlier export with --force)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "both"), default="fp32",
-                   help="fp32 (default), fp16 (strongly typed, for TensorRT >= 11) or both (OUTDIR/fp32, OUTDIR/fp16)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "both", "int8"), default="fp32",
+                   help="fp32 (default), fp16 (strongly typed, for TensorRT >= 11), both (OUTDIR/fp32, OUTDIR/fp16) "
+                        "or int8 (QDQ segments, static post-training quantization; needs --calibration)")
+    p.add_argument("--calibration", metavar="DIR", default=None,
+                   help="--precision int8: folder of photos the segments are calibrated on")
+    p.add_argument("--calibration-count", type=int, default=None, metavar="N",
+                   help="--precision int8: at most N calibration photos, spread over DIR (default: 32)")
+    p.add_argument("--detector", metavar="MODEL.onnx", default=None,
+                   help="--precision int8: ONNX detector giving the calibration photos' instance boxes (photos "
+                        "without boxes get seeded random ones)")
+    p.add_argument("--boxes", metavar="PATH", default=None,
+                   help="--precision int8: the calibration photos' boxes, a folder of <stem>.npz or one JSON file")
     p.add_argument("--size", type=int, default=256, help="size of the tracing inputs (all dims stay dynamic)")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier export in OUTDIR (only its own files; other files stay)")
@@ -580,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageError as e:
         print(f"instcolor: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "torch":
+            raise
+        print(f"instcolor: error: 'instcolor {args.command}' needs PyTorch, which is not installed here: "
+              f"pip install 'instcolor[torch]' (colorize, detect, serve, the editor and video run without it)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("instcolor: interrupted", file=sys.stderr)

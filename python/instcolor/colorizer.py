@@ -60,6 +60,13 @@ class Colorizer:
         # native=True: NativeUnavailableError (a ValueError) naming why the kernels cannot be used;
         # None: native_ops' default (environment INSTCOLOR_REQUIRE_NATIVE).
         self.ops = native_ops(require=True if native else None) if native is not False else None
+        if self.ops is None:
+            from .backends import torch_installed
+
+            if not torch_installed():  # the reference kernels are PyTorch code
+                raise ValueError("the reference kernels (native=False, or instcolor._native not built) need PyTorch, "
+                                 "which is not installed: pip install 'instcolor[torch]', or use the native kernels "
+                                 "(built by pip install .)")
         if self.ops is not None and hasattr(backend, "set_fuse"):
             backend.set_fuse(self.ops.fuse_instances)
 
@@ -85,8 +92,13 @@ class Colorizer:
         the weights' hash; a couple of seconds once per set of weights) or 'tensorrt'. detector:
         None, a callable returning :class:`instcolor.detect.Detections`, or a path to an ONNX
         detector. ``backend_options`` go to the TensorRT backend
-        (``precision='fp32'|'fp16'``, ``max_images``, ``cuda_graphs``, ``workspace_bytes``,
-        ``cache_root``); other backends refuse options. ``decode`` / ``temperature``: the default
+        (``precision='fp32'|'fp16'|'int8'``, ``max_images``, ``cuda_graphs``, ``workspace_bytes``,
+        ``cache_root``); the ONNX Runtime backend takes ``precision='fp32'|'int8'``; the torch backend
+        refuses options. ``precision='int8'`` (onnxruntime, tensorrt) runs an INT8 export: ``path`` is
+        one (``instcolor export --precision int8``), or weights plus ``calibration=DIR`` (a folder of
+        photos; ``calibration_count``; quantized into the cache on first use, keyed by the weights'
+        hash and the calibration's identity; an ``.onnx`` ``detector`` gives the calibration boxes
+        too), or ``None`` for the starter's shipped INT8 export (see :mod:`instcolor.quantize`). ``decode`` / ``temperature``: the default
         decoding of every call (see :meth:`colorize`; None: ``"regression"`` / 0.38), checked here.
         Raises :class:`instcolor.models.CheckpointError` when the weight files are missing or do not fit.
         """
@@ -102,6 +114,9 @@ class Colorizer:
             path = _weights.starter_weights()
         from .models.checkpoint import DEFAULT_SIZE, trained_size
 
+        if backend_options.get("calibration") is not None and isinstance(detector, (str, os.PathLike)) \
+                and "calibration_detector" not in backend_options:  # calibrate on the boxes it will see
+            backend_options["calibration_detector"] = detector
         colorizer = cls(make_backend(path, backend, device=device, **backend_options), detector=load_detector(detector),
                         native=native, default_size=trained_size(path) or DEFAULT_SIZE, decode=decode,
                         temperature=temperature,

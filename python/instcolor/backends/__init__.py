@@ -79,6 +79,9 @@ def make_backend(path, backend: str = DEFAULT_BACKEND, device: str = "cpu", **op
     if options and backend != "tensorrt":
         raise ValueError(f"backend={backend!r} takes no options, got {', '.join(sorted(options))}")
     if backend == "torch":
+        if not torch_installed():
+            raise ValueError("backend='torch' needs PyTorch, which is not installed: pip install 'instcolor[torch]' "
+                             "(backend='onnxruntime' runs without it, on the CPU)")
         from ..models import load_nets
         from .torch_backend import TorchBackend
 

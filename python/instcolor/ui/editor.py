@@ -155,6 +155,8 @@ def array_bytes(obj, skip=(), depth: int = 4) -> int:
     """Bytes of the numpy arrays and torch tensors that ``obj`` holds (attributes, dataclass fields,
     lists, tuples, dicts; ``depth`` levels), each counted once: what an edit session keeps. Shared
     objects are not walked: torch modules, colorizers (``colorize_batch``) and backends (``run``)."""
+    import sys
+
     seen = {id(x) for x in skip}
     total = 0
 
@@ -166,10 +168,7 @@ def array_bytes(obj, skip=(), depth: int = 4) -> int:
         if isinstance(x, np.ndarray):
             total += x.nbytes
             return
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a dependency
-            torch = None
+        torch = sys.modules.get("torch")  # (never imported here: while it is not, no object is a tensor)
         if torch is not None and isinstance(x, torch.Tensor):
             total += x.numel() * x.element_size()
             return
