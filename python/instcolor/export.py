@@ -199,12 +199,14 @@ def _move_into(tmp: Path, out_dir: Path, new: list[str], owned: set[str]) -> Non
 
 
 def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp32", size: int = 64,
-                    check: bool = True, owned=()) -> dict:
+                    check: bool = True, owned=(), calibration=None) -> dict:
     """Export ``nets`` ({'full', 'instance', 'fusion'}) to ``out_dir`` as ONNX segments + manifest.
 
     ``precision``: 'fp32' or 'fp16' (weights and tensors in float16: the strongly typed graphs
     TensorRT >= 11 wants; TensorRT 10 can also build fp16 engines from the fp32 graphs with its
-    FP16 flag). ``size`` only sizes the tracing inputs; all dims are dynamic. With ``check``
+    FP16 flag), or 'int8' (QDQ segments quantized with the photos of ``calibration``, a folder or an
+    :class:`instcolor.quantize.Calibration`; see :mod:`instcolor.quantize`). ``size`` only sizes the
+    tracing inputs; all dims are dynamic. With ``check``
     every segment is validated with ``onnx.checker``. Returns the manifest.
 
     Written to a temporary folder beside ``out_dir`` first, so a failed export leaves nothing
@@ -215,13 +217,19 @@ def export_segments(nets: dict, out_dir: str | os.PathLike, precision: str = "fp
     lacks are removed and every other file stays. Anything else raises ``FileExistsError``;
     nothing is ever deleted wholesale.
     """
+    if precision == "int8":  # 'int8': the fp32 export quantized with calibration photos (instcolor.quantize)
+        if calibration is None:
+            raise ValueError("precision='int8' needs calibration photos: calibration=DIR (--calibration DIR)")
+        from .quantize import export_int8
+
+        return export_int8(nets, out_dir, calibration, size=size, check=check, owned=owned)
     import onnx
     import torch
 
     from .export_torch import _example_inputs, segment_specs
 
     if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+        raise ValueError(f"precision must be 'fp32', 'fp16' or 'int8', got {precision!r}")
     out_dir = Path(out_dir)
     owned = {n for n in owned if _bare_name(n)}
     if out_dir.exists():
@@ -296,7 +304,7 @@ def _safe_relative(name) -> bool:
 
 
 def export_to_folder(nets: dict, out_dir: str | os.PathLike, precisions=("fp32",), size: int = 256,
-                     earlier=()) -> list[tuple[Path, dict]]:
+                     earlier=(), calibration=None) -> list[tuple[Path, dict]]:
     """The layout of ``instcolor export``: one export in ``out_dir``, or with several
     ``precisions`` one in each ``out_dir/<precision>``. ``earlier``: paths (relative to
     ``out_dir``) of the files of an earlier export there; they are replaced, or removed when the
@@ -312,7 +320,7 @@ def export_to_folder(nets: dict, out_dir: str | os.PathLike, precisions=("fp32",
         prefix = f"{p}/" if several else ""
         target = out_dir / p if several else out_dir
         owned = {f[len(prefix):] for f in earlier if f.startswith(prefix) and "/" not in f[len(prefix):]}
-        m = export_segments(nets, target, precision=p, size=size, owned=owned)
+        m = export_segments(nets, target, precision=p, size=size, owned=owned, calibration=calibration)
         written |= {prefix + n for n in [s["file"] for s in m["segments"]] + [MANIFEST]}
         results.append((target, m))
     for f in sorted(earlier - written):
@@ -370,8 +378,8 @@ def read_manifest(export_dir: str | os.PathLike) -> dict:
     fmt = manifest.get("format")
     if fmt not in FORMATS_READ:
         _fail(path, f"format {fmt!r}, expected {FORMAT!r} (or the older {FORMAT_V1!r})")
-    if manifest.get("precision") not in ("fp32", "fp16"):
-        _fail(path, f"precision {manifest.get('precision')!r}, expected 'fp32' or 'fp16'")
+    if manifest.get("precision") not in ("fp32", "fp16", "int8"):
+        _fail(path, f"precision {manifest.get('precision')!r}, expected 'fp32', 'fp16' or 'int8'")
     width = manifest.get("width")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 1:
         _fail(path, f"'width' must be a number in (0, 1], got {width!r}")

@@ -54,18 +54,29 @@ def open_segment(ort, path: Path, segment: dict, options, providers):
     return session
 
 
+#: Export precisions this backend runs: fp32, and int8 (QDQ segments, see :mod:`instcolor.quantize`).
+PRECISIONS = ("fp32", "int8")
+
+
 class OnnxRuntimeBackend(SegmentBackend):
     """Runs an export directory (see :mod:`instcolor.export`) with ONNX Runtime sessions (host arrays)."""
 
     name = "onnxruntime"
 
-    def __init__(self, export_dir: str | os.PathLike, providers=None, threads: int | None = None, fuse=None):
+    def __init__(self, export_dir: str | os.PathLike, providers=None, threads: int | None = None, fuse=None,
+                 precision: str | None = None):
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
         manifest = read_manifest(export_dir)
-        if manifest["precision"] != "fp32":
-            raise ValueError(f"{export_dir}: the onnxruntime backend runs fp32 exports, this one is {manifest['precision']}")
+        if manifest["precision"] not in PRECISIONS:
+            raise ValueError(f"{export_dir}: the onnxruntime backend runs fp32 and int8 exports, this one is "
+                             f"{manifest['precision']}")
+        if precision is not None and precision != manifest["precision"]:  # (None: whatever the export is)
+            raise ValueError(f"{export_dir} is an {manifest['precision']} export, not {precision}"
+                             + (" (make one with instcolor export --precision int8 --calibration DIR)"
+                                if precision == "int8" else ""))
+        self.precision = manifest["precision"]
         self._init_segments(manifest)
         so = session_options(threads)
         providers = providers or ["CPUExecutionProvider"]

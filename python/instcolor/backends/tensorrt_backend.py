@@ -136,9 +136,10 @@ class EngineSet:
 class TensorRTBackend(SegmentBackend):
     """Runs an export directory with TensorRT engines on a CUDA device.
 
-    ``precision``: 'fp32' or 'fp16' (see :func:`instcolor.trt.plan.build_mode`; the export must be
-    the one that mode builds from: fp32 export for fp32 and for fp16 on TensorRT 10, the fp16 export
-    for fp16 on TensorRT >= 11). ``max_images``: the largest image batch the engines take (larger
+    ``precision``: 'fp32', 'fp16' or 'int8' (see :func:`instcolor.trt.plan.build_mode`; the export must
+    be the one that mode builds from: fp32 export for fp32 and for fp16 on TensorRT 10, the fp16 export
+    for fp16 on TensorRT >= 11, the INT8 (QDQ) export for int8 -- explicit quantization, unverified on a
+    GPU). ``max_images``: the largest image batch the engines take (larger
     batches run in chunks); up to 8 instances per image. ``device``: 'cuda' / 'cuda:N', or a device
     object (:mod:`instcolor.trt.memory`). ``cache_root``: engine cache folder (default
     ``cache_dir()/"tensorrt"``). ``workspace_bytes``: the builder's workspace limit.
@@ -155,10 +156,14 @@ class TensorRTBackend(SegmentBackend):
                  max_instances_per_image: int = MAX_INSTANCES_PER_IMAGE):
         self.export_dir = Path(export_dir)
         self._init_segments(read_manifest(export_dir))
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
-        if self.manifest["precision"] == "fp16" and precision != "fp16":
-            raise ValueError(f"{export_dir} is an fp16 export; it builds precision='fp16' engines only")
+        if precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"precision must be 'fp32', 'fp16' or 'int8', got {precision!r}")
+        if self.manifest["precision"] in ("fp16", "int8") and precision != self.manifest["precision"]:
+            raise ValueError(f"{export_dir} is an {self.manifest['precision']} export; it builds "
+                             f"precision={self.manifest['precision']!r} engines only")
+        if precision == "int8" and self.manifest["precision"] != "int8":
+            raise ValueError(f"{export_dir} is an {self.manifest['precision']} export; precision='int8' builds from "
+                             "an INT8 export (instcolor export --precision int8 --calibration DIR)")
         if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
             raise ValueError(f"max_images must be an int >= 1, got {max_images!r}")
         self.precision, self.max_images = precision, max_images

@@ -109,7 +109,8 @@ def build_engine(onnx_path: str | os.PathLike, profile: Mapping[str, tuple], mod
     enables TF32 by default, which rounds fp32 convolutions and matmuls to a 10-bit mantissa);
     'fp16-flag' (``BuilderFlag.FP16`` on an fp32 graph, TensorRT 10); 'fp16-strong' (an fp16 graph as
     a STRONGLY_TYPED network; the flag is accepted and ignored by TensorRT >= 11, where every network
-    is strongly typed).
+    is strongly typed); 'int8-strong' (an INT8 QDQ graph as a STRONGLY_TYPED network, no precision
+    flag: explicit quantization; unverified on a GPU).
     """
     import tensorrt as trt
 
@@ -118,7 +119,7 @@ def build_engine(onnx_path: str | os.PathLike, profile: Mapping[str, tuple], mod
     logger = _Logger.get()
     builder = trt.Builder(logger)
     flags = 0
-    if mode == "fp16-strong":
+    if mode in ("fp16-strong", "int8-strong"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)

@@ -21,8 +21,9 @@ HOST_INPUTS = ("A", "B", "mask", "global_input")
 #: Channels of the class head's output (``class_logits``, at level 2 = S/4).
 NUM_CLASSES = 529
 #: Engine build modes: fp32; fp16 via the TensorRT 10 builder flag on fp32 graphs; fp16 from the
-#: fp16 export as a strongly typed network (TensorRT >= 11, where the flag no longer exists).
-BUILD_MODES = ("fp32", "fp16-flag", "fp16-strong")
+#: fp16 export as a strongly typed network (TensorRT >= 11, where the flag no longer exists); int8
+#: from the INT8 (QDQ) export as a strongly typed network (explicit quantization).
+BUILD_MODES = ("fp32", "fp16-flag", "fp16-strong", "int8-strong")
 
 
 @dataclass(frozen=True)
@@ -189,12 +190,18 @@ def build_mode(precision: str, trt_version: str, has_fp16_flag: bool) -> tuple[s
 
     fp32 -> the fp32 export, plain build. fp16 -> on TensorRT 10 (JetPack 6) with
     ``BuilderFlag.FP16``: the fp32 export with that flag (I/O stays float32); on TensorRT >= 11, or
-    without the flag: the fp16 export as a STRONGLY_TYPED network (I/O float16).
+    without the flag: the fp16 export as a STRONGLY_TYPED network (I/O float16). int8 -> the INT8
+    export (QDQ graphs, :mod:`instcolor.quantize`) as a STRONGLY_TYPED network without precision flags,
+    on every TensorRT version: explicit quantization, where the Q/DQ nodes fix which layers run in int8
+    (NVIDIA's guidance for Q/DQ networks: strong typing, no precision flags; TensorRT 11 has no other
+    kind of network). I/O stays float32. Unverified on a GPU (none here).
     """
     if precision == "fp32":
         return "fp32", "fp32"
+    if precision == "int8":
+        return "int8", "int8-strong"
     if precision != "fp16":
-        raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+        raise ValueError(f"precision must be 'fp32', 'fp16' or 'int8', got {precision!r}")
     try:
         major = int(str(trt_version).split(".")[0])
     except ValueError:

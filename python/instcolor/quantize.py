@@ -1,0 +1,721 @@
+"""INT8 exports: static post-training quantization of every segment (issue 14).
+
+``instcolor export --precision int8 --calibration DIR`` (and ``export_segments(precision="int8",
+calibration=Calibration(DIR))``) writes the fp32 segments as usual, then quantizes each of them:
+
+1. **Calibration run.** Up to ``count`` photos of the calibration folder (spread evenly over its
+   sorted file list) go through the fp32 segments with the segment loop inference uses
+   (:class:`instcolor.backends.onnxruntime_backend.OnnxRuntimeBackend`, class heads included), and the
+   inputs every segment actually receives are recorded (to a temporary folder, one ``.npz`` per call):
+   the full-image net sees the whole photo, the instance net the crops of the photo's boxes, and each
+   ``fusion.<point>`` segment the features after the native blend of the previous point. Boxes come
+   from the ``detector`` (an ONNX model or a callable) or a ``boxes`` file/folder; a photo without boxes
+   from either gets seeded random boxes, so that the instance and fusion segments always see crops.
+   Each photo runs twice, without its boxes (``full``, ``head.full``) and with them (``instance``,
+   ``fusion.*``, ``head.fusion``). Every second run carries simulated user hints (points of the
+   photo's own colours) and, for nets with the global hints branch, the photo's global hints, so that
+   hinted inputs lie inside the calibrated ranges.
+2. **Quantization.** Each segment goes through ``onnxruntime.quantization.quantize_static`` with a
+   ``CalibrationDataReader`` over its recorded inputs: QDQ format, int8 weights symmetric per output
+   channel, int8 activations symmetric per tensor (zero point 0: the only form TensorRT accepts, so the
+   same files build TensorRT INT8 engines), MinMax ranges, biases int32.
+
+What is quantized (:data:`QUANTIZED_OPS`): Conv and ConvTranspose, and the ReLU / Slice / Add between
+them so that ONNX Runtime fuses QLinearConv kernels. Kept in float (:func:`excluded_nodes`), each
+cheap and each measured to matter (see README, INT8):
+
+* the first convolution of every net: its input is L, the hint ab and the hint mask concatenated;
+  hint colours span about [-1.2, 1.2] and L [-0.5, 0.5], so one 8-bit scale for the concatenation
+  costs L precision, and a calibration set without hints would clip hint colours (4 input channels:
+  negligible compute);
+* the global hints branch (1x1 convolutions on a 1x1 vector);
+* the output convolution before ``tanh`` (2 output channels) and the tanh;
+* the class head's 1x1 convolution is quantized, its logits compared in the tests.
+
+The export's manifest gets ``precision: "int8"`` and an ``int8`` record of how it was made
+(calibration photos, boxes, identity, excluded nodes).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: ONNX op types the quantizer may quantize (others stay float).
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "Relu", "Slice", "Add")
+#: Default number of calibration photos (``--calibration-count``).
+DEFAULT_COUNT = 32
+#: Version of the recipe below; part of the calibration identity (cache keys).
+RECIPE = "instcolor-int8/1: qdq s8s8 symmetric, per-channel weights, minmax, first/global/output convs float"
+_INPUTS = ("A", "B", "mask")
+#: The quantizer settings (see the module doc): activations "s8" (symmetric, zero point 0: what TensorRT
+#: takes) or "u8" (asymmetric; ONNX Runtime only), range method "minmax" or "percentile".
+SETTINGS = dict(activations="s8", method="minmax", percentile=99.999, ops=QUANTIZED_OPS, min_snr_db=30.0)
+#: Calibration runs (the first ones) the accuracy guard replays (see :func:`segment_snr`).
+GUARD_BATCHES = 8
+
+
+class CalibrationError(ValueError):
+    """A calibration folder or photo that cannot be used, naming it."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How to calibrate an INT8 export.
+
+    ``folder``: photos (any format :func:`instcolor.imageio.read_image` reads; colour photos, so that
+    simulated hints have colours). ``count``: at most this many photos, spread over the folder's sorted
+    file list. ``size``: processing size S of the calibration run (None: 256). ``detector``: an ONNX
+    detector path or a callable (image -> Detections) giving the instance boxes; ``boxes``: a boxes
+    file or folder (:class:`instcolor.detect.BoxesFile`) instead. ``seed``: random boxes and hints."""
+
+    folder: str | os.PathLike
+    count: int = DEFAULT_COUNT
+    size: int | None = None
+    detector: object = None
+    boxes: str | os.PathLike | None = None
+    seed: int = 0
+    _photos: list = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.count, bool) or not isinstance(self.count, (int, np.integer)) or self.count < 1:
+            raise ValueError(f"calibration count must be an int >= 1, got {self.count!r}")
+        if self.detector is not None and self.boxes is not None:
+            raise ValueError("calibration: give either a detector or a boxes file, not both")
+
+    def photos(self) -> list[Path]:
+        """The calibration photos (checked: each one decodes); :class:`CalibrationError` naming the
+        folder or the photo otherwise."""
+        if self._photos is None:
+            object.__setattr__(self, "_photos", calibration_photos(self.folder, self.count))
+        return list(self._photos)
+
+    def identity(self) -> str:
+        """sha256 hex of everything the calibration depends on: the recipe, size, seed, each photo's
+        bytes and name, and the boxes source (detector file bytes, boxes file bytes). A callable
+        detector is identified by its type name only."""
+        h = hashlib.sha256(json.dumps(dict(recipe=RECIPE, size=self.size, seed=int(self.seed),
+                                           count=int(self.count))).encode())
+        for p in self.photos():
+            h.update(p.name.encode() + b"\0")
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+        h.update(_source_identity("detector", self.detector))
+        h.update(_source_identity("boxes", self.boxes))
+        return h.hexdigest()
+
+
+def _source_identity(kind: str, source) -> bytes:
+    if source is None:
+        return f"{kind}:none".encode()
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if p.is_file():
+            return f"{kind}:file:".encode() + hashlib.sha256(p.read_bytes()).digest()
+        if p.is_dir():
+            h = hashlib.sha256()
+            for f in sorted(p.iterdir()):
+                if f.is_file():
+                    h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+            return f"{kind}:dir:".encode() + h.digest()
+        return f"{kind}:missing:{p}".encode()
+    return f"{kind}:callable:{type(source).__module__}.{type(source).__qualname__}".encode()
+
+
+def calibration_photos(folder, count: int = DEFAULT_COUNT) -> list[Path]:
+    """Up to ``count`` image files of ``folder`` (by suffix, sorted, hidden files skipped), evenly
+    spread over the sorted list, each checked to decode. :class:`CalibrationError` naming the folder
+    when it is missing, not a folder or holds no image files, or naming the photo that does not decode."""
+    from .imageio import IMAGE_SUFFIXES, read_image
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise CalibrationError(f"{folder}: calibration folder not found")
+    if not folder.is_dir():
+        raise CalibrationError(f"{folder}: the calibration source must be a folder of photos, this is a file")
+    try:
+        files = sorted(f for f in folder.iterdir()
+                       if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
+    except OSError as e:
+        raise CalibrationError(f"{folder}: cannot list the calibration folder ({e.strerror or e})") from None
+    if not files:
+        raise CalibrationError(f"{folder}: no photos in the calibration folder (looked for "
+                               f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(files) > count:
+        files = [files[i] for i in sorted(set(np.linspace(0, len(files) - 1, count).round().astype(int).tolist()))]
+    for f in files:
+        try:
+            read_image(f)
+        except (OSError, ValueError) as e:
+            raise CalibrationError(f"{f}: unreadable calibration photo ({' '.join(str(e).split())}); remove it from "
+                                   f"{folder} or replace it") from None
+    return files
+
+
+# ----------------------------------------------------------------------------- calibration run
+def _random_boxes(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
+    """1..8 boxes of 15-70 % of the image side at random places (xyxy float)."""
+    h, w = hw
+    n = int(rng.integers(1, 9))
+    out = []
+    for _ in range(n):
+        bw, bh = w * rng.uniform(0.15, 0.7), h * rng.uniform(0.15, 0.7)
+        x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+        out.append([x0, y0, x0 + bw, y0 + bh])
+    return np.asarray(out, np.float32)
+
+
+def _hint_planes(lab: np.ndarray, rng: np.random.Generator):
+    """Simulated user hints from the photo's own colours: 1..10 square patches (1..7 px) of its ab
+    at processing size -> :class:`instcolor.prepare.HintPlanes`."""
+    from .prepare import HintPlanes
+
+    S = lab.shape[-1]
+    ab, mask = np.zeros((2, S, S), np.float32), np.zeros((1, S, S), np.float32)
+    for _ in range(int(rng.integers(1, 11))):
+        p = int(rng.integers(1, 8))
+        y, x = int(rng.integers(0, S - p + 1)), int(rng.integers(0, S - p + 1))
+        ab[:, y:y + p, x:x + p] = lab[1:, y:y + p, x:x + p].mean(axis=(1, 2), keepdims=True)
+        mask[:, y:y + p, x:x + p] = 1.0
+    return HintPlanes(ab=ab, mask=mask)
+
+
+class _Recorder:
+    """Wraps a segment backend's ``_run``: saves each segment's feeds (host float32) to ``root``."""
+
+    def __init__(self, backend, root: Path):
+        self.backend, self.root = backend, root
+        self.files: dict[str, list[Path]] = {}
+        self._run = backend._run
+        backend._run = self.run
+
+    def run(self, segment: str, feeds: dict):
+        files = self.files.setdefault(segment, [])
+        path = self.root / f"{segment}.{len(files):05d}.npz"
+        np.savez(path, **{k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})
+        files.append(path)
+        return self._run(segment, feeds)
+
+
+def record_segment_inputs(export_dir, calibration: Calibration, out_dir, threads: int | None = None) -> dict:
+    """Run the photos of ``calibration`` through the fp32 export at ``export_dir`` (see the module doc)
+    and record every segment's inputs in ``out_dir``. Returns ``{segment: [npz files]}`` and, under
+    the key ``None``, a summary (photos, boxes per source)."""
+    from .backends.onnxruntime_backend import OnnxRuntimeBackend
+    from .detect import load_detector
+    from .global_hints import GlobalHints
+    from .pipeline import Batch, native_ops, prepare_image
+    from .prepare import as_rgb_uint8, check_size, select_boxes
+
+    size = check_size(256 if calibration.size is None else calibration.size)
+    out_dir = Path(out_dir)
+    photos = calibration.photos()
+    backend = OnnxRuntimeBackend(export_dir, threads=threads)
+    ops = native_ops()
+    if ops is not None:
+        backend.set_fuse(ops.fuse_instances)
+    recorder = _Recorder(backend, out_dir)
+    detector = load_detector(calibration.detector) if calibration.detector is not None else None
+    boxes_source = None
+    if calibration.boxes is not None:
+        from .detect import BoxesFile
+
+        boxes_source = BoxesFile(calibration.boxes)
+    rng = np.random.default_rng(calibration.seed)
+    summary = dict(photos=len(photos), size=size, boxes={"detector": 0, "file": 0, "random": 0}, hinted_runs=0,
+                   instances=0, batches=[])
+    for k, photo in enumerate(photos):
+        image = as_rgb_uint8(photo, name=str(photo))
+        det, source = None, "random"
+        if boxes_source is not None:
+            det, source = boxes_source.lookup(photo), "file"
+        elif detector is not None:
+            det, source = detector(image), "detector"
+        boxes = None if det is None else np.asarray(det.boxes, np.float32).reshape(-1, 4)
+        scores = None if det is None or det.scores is None else np.asarray(det.scores, np.float32)
+        if boxes is None or len(boxes) == 0:
+            boxes, scores, source = _random_boxes(rng, image.shape[:2]), None, "random"
+        sel = select_boxes(boxes, scores, image.shape[:2], name=f"{photo}: boxes")
+        if len(sel) == 0:  # every box degenerate after truncation
+            sel, source = select_boxes(_random_boxes(rng, image.shape[:2]), None, image.shape[:2]), "random"
+        summary["boxes"][source] += 1
+        summary["instances"] += int(len(sel))
+        for run, use_boxes in enumerate((False, True)):
+            hinted = (k + run) % 2 == 1  # photo 0: plain run bare, boxes run hinted; photo 1 the other way
+            hints = ()
+            if hinted and ops is not None:
+                hints = _hint_planes(ops.rgb_to_lab(image, size=size), rng)
+            p = prepare_image(image, sel if use_boxes else np.zeros((0, 4), np.int64), hints, size, ops)
+            g = None
+            if hinted and backend.has_global_hints:
+                g = GlobalHints.from_image(image).vector().reshape(1, -1, 1, 1).astype(np.float32)
+            summary["hinted_runs"] += int(hinted)
+            batch = Batch.stack([p], global_input=g)
+            if len(summary["batches"]) < GUARD_BATCHES:
+                summary["batches"].append(batch)
+            backend.run_heads(batch, logits=backend.has_class_head)
+    return {**recorder.files, None: summary}
+
+
+# ----------------------------------------------------------------------------- node selection
+def _producers(graph) -> dict:
+    return {o: n for n in graph.node for o in n.output}
+
+
+def _depends_on(graph) -> dict[str, frozenset]:
+    """Tensor -> the graph inputs it depends on (topological order as the graph lists its nodes)."""
+    inputs = {i.name for i in graph.input}
+    deps: dict[str, frozenset] = {i: frozenset([i]) for i in inputs}
+    for n in graph.node:
+        d = frozenset().union(*(deps.get(i, frozenset()) for i in n.input if i))
+        for o in n.output:
+            deps[o] = d
+    return deps
+
+
+def excluded_nodes(model) -> dict[str, list[str]]:
+    """Nodes of one fp32 segment (an ``onnx.ModelProto``) kept in float, by reason (see the module
+    doc): ``input_conv`` (convs reading the concatenated A/B/mask or a graph input directly),
+    ``global_branch`` (nodes depending on ``global_input`` alone), ``output`` (the conv feeding tanh,
+    and the tanh)."""
+    graph = model.graph
+    graph_inputs = {i.name for i in graph.input}
+    prod = _producers(graph)
+    deps = _depends_on(graph)
+    raw = set(graph_inputs & set(_INPUTS))
+    for n in graph.node:  # Concat / Identity of raw inputs are raw too
+        if n.op_type in ("Concat", "Identity") and n.input and all(i in raw for i in n.input):
+            raw |= set(n.output)
+    out = {"input_conv": [], "global_branch": [], "output": []}
+    for n in graph.node:
+        if n.op_type in ("Conv", "ConvTranspose") and n.input[0] in raw and graph_inputs & set(_INPUTS):
+            out["input_conv"].append(n.name)
+        elif n.output and all(deps.get(o) == frozenset(["global_input"]) for o in n.output):
+            out["global_branch"].append(n.name)
+        if n.op_type == "Tanh":
+            out["output"].append(n.name)
+            src = prod.get(n.input[0])
+            if src is not None and src.op_type == "Conv":
+                out["output"].append(src.name)
+    return {k: v for k, v in out.items() if v}
+
+
+def fold_relu_batchnorm(model) -> int:
+    """Rewrite every Conv -> Relu -> BatchNormalization chain (the end of each backbone stage, where the
+    official nets normalise after the ReLU) of an fp32 segment, exactly: with the BN's per-channel gain
+    ``a = gamma / sqrt(var + eps) > 0``, ``a * relu(z) = relu(a * z)``, so the gain moves into the conv's
+    weights and bias and the BN becomes an Add of its shift ``beta - a * mean``. Why: the BN's gains
+    differ by up to ~100x between channels, and applied after a per-tensor 8-bit quantization of the
+    ReLU output they multiply the rounding error of the small channels into the largest errors of the
+    network (the starter lost 20-60 % of its colourfulness that way); folded, every channel reaches the
+    quantizer at its final scale. Chains with a non-positive gain, or whose tensors have other
+    consumers, are left alone. Returns the number of chains rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    prod = _producers(graph)
+    done = 0
+    for bn in list(graph.node):
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        relu = prod.get(bn.input[0])
+        conv = prod.get(relu.input[0]) if relu is not None and relu.op_type == "Relu" else None
+        if conv is None or conv.op_type != "Conv" or len(consumers.get(conv.output[0], [])) != 1 \
+                or len(consumers.get(relu.output[0], [])) != 1 or {conv.output[0], relu.output[0]} & outputs \
+                or not all(i in inits for i in bn.input[1:5]) or conv.input[1] not in inits:
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[i]).astype(np.float64) for i in bn.input[1:5])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        gain = gamma / np.sqrt(var + eps)
+        if not np.all(gain > 0):
+            continue
+        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        new_w = numpy_helper.from_array((w * gain.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32),
+                                        conv.input[1] + ".bnfold")
+        graph.initializer.append(new_w)
+        conv.input[1] = new_w.name
+        b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 and conv.input[2] \
+            else np.zeros(len(gain))
+        new_b = numpy_helper.from_array((b * gain).astype(np.float32), conv.output[0] + ".bnfold_bias")
+        graph.initializer.append(new_b)
+        if len(conv.input) > 2:
+            conv.input[2] = new_b.name
+        else:
+            conv.input.append(new_b.name)
+        shift = numpy_helper.from_array((beta - gain * mean).astype(np.float32).reshape(-1, 1, 1),
+                                        bn.output[0] + ".bnfold_shift")
+        graph.initializer.append(shift)
+        add = helper.make_node("Add", [relu.output[0], shift.name], list(bn.output), name=(bn.name or "bn") + ".bnfold")
+        graph.node.insert(list(graph.node).index(bn), add)
+        graph.node.remove(bn)
+        done += 1
+    used = {i for n in graph.node for i in n.input}
+    for init in list(graph.initializer):  # the replaced weights, biases and BN parameters
+        if init.name not in used:
+            graph.initializer.remove(init)
+    return done
+
+
+def _name_nodes(model) -> None:
+    """Give every unnamed node a unique name (the quantizer selects nodes by name)."""
+    seen = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in seen:
+                name += "_"
+            n.name = name
+            seen.add(name)
+
+
+# ----------------------------------------------------------------------------- quantization
+class _QuietAdvice:
+    """Logging filter dropping onnxruntime.quantization's advice to run its pre-processing (the segments
+    are already constant-folded and shape-free by design, see instcolor.export)."""
+
+    def filter(self, record) -> bool:
+        return "pre-processing" not in str(record.msg)
+
+
+class _Reader:
+    """``CalibrationDataReader`` over recorded feeds (npz files)."""
+
+    def __init__(self, files: list[Path]):
+        self.files = list(files)
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.files):
+            return None
+        with np.load(self.files[self.i]) as z:
+            feeds = {k: z[k] for k in z.files}
+        self.i += 1
+        return feeds
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize_segment(src, dst, files: list[Path], work_dir=None, settings: dict | None = None) -> dict:
+    """Quantize one fp32 segment file ``src`` into ``dst`` with its recorded inputs ``files``.
+    Returns ``{"excluded": {reason: [node names]}}``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
+        quantize_static
+
+    class Reader(_Reader, CalibrationDataReader):
+        pass
+
+    import logging
+
+    model = onnx.load(str(src))
+    folded = fold_relu_batchnorm(model)
+    _name_nodes(model)
+    root = logging.getLogger()
+    quiet = _QuietAdvice()
+    root.addFilter(quiet)  # (the quantizer logs "consider pre-processing" on the root logger per call)
+    excluded = excluded_nodes(model)
+    work = Path(tempfile.mkdtemp(prefix="q.", dir=work_dir))
+    try:
+        named = work / "named.onnx"
+        onnx.save(model, str(named))
+        st = dict(SETTINGS, **(settings or {}))
+        extra = dict(ActivationSymmetric=st["activations"] == "s8", WeightSymmetric=True)
+        if st["method"] == "percentile":
+            extra["CalibPercentile"] = float(st["percentile"])
+        quantize_static(str(named), str(dst), Reader(files), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(st["ops"]), per_channel=True, reduce_range=False,
+                        activation_type=QuantType.QInt8 if st["activations"] == "s8" else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                        nodes_to_exclude=sorted({n for v in excluded.values() for n in v}),
+                        calibrate_method=CalibrationMethod.Percentile if st["method"] == "percentile"
+                        else CalibrationMethod.MinMax, extra_options=extra)
+    finally:
+        root.removeFilter(quiet)
+        shutil.rmtree(work, ignore_errors=True)
+    return {"excluded": excluded, "folded": folded}
+
+
+def _snr_db(ref: np.ndarray, out: np.ndarray) -> float:
+    err = float(np.sum((ref.astype(np.float64) - out) ** 2))
+    return float("inf") if err == 0 else 10.0 * np.log10(max(float(np.sum(ref.astype(np.float64) ** 2)), 1e-30) / err)
+
+
+def segment_snr(fp32_dir, quantized: dict, batches: list, threads: int | None = None) -> dict:
+    """The accuracy guard: for each segment in ``quantized`` ({segment: INT8 file}), the fp32 export at
+    ``fp32_dir`` with that one segment replaced by its INT8 version runs the calibration ``batches``;
+    returns {segment: SNR in dB of the final output against the all-fp32 output} (the ab for the
+    net segments, the class logits for ``head.*``; the batches the segment takes part in), and under
+    ``None`` the SNR of the ab with all of them together."""
+    import onnxruntime as ort
+
+    from ._ort import session_options
+    from .backends.onnxruntime_backend import OnnxRuntimeBackend
+    from .pipeline import native_ops
+
+    backend = OnnxRuntimeBackend(fp32_dir, threads=threads)
+    ops = native_ops()
+    if ops is not None:
+        backend.set_fuse(ops.fuse_instances)
+    heads = backend.has_class_head
+
+    def outputs():
+        res = [backend.run_heads(b, logits=heads) for b in batches]
+        return [h.ab for h in res], [h.logits for h in res] if heads else []
+
+    ref_ab, ref_logits = outputs()
+    fp32_sessions = dict(backend.sessions)
+    so = session_options(threads)
+    int8_sessions = {name: ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+                     for name, f in quantized.items()}
+
+    def snr(ab, logits, name) -> float:
+        if name is None:
+            return _snr_db(np.concatenate(ref_ab), np.concatenate(ab))
+        plain = name in ("full", "head.full")
+        used = [i for i, b in enumerate(batches) if (len(b.inst_image) == 0) == plain]
+        if not used:
+            return float("inf")
+        if name.startswith("head."):
+            return _snr_db(np.concatenate([ref_logits[i] for i in used]), np.concatenate([logits[i] for i in used]))
+        return _snr_db(np.concatenate([ref_ab[i] for i in used]), np.concatenate([ab[i] for i in used]))
+
+    out = {}
+    for name, sess in int8_sessions.items():
+        backend.sessions = dict(fp32_sessions, **{name: sess})
+        out[name] = snr(*outputs(), name)
+    backend.sessions = dict(fp32_sessions, **int8_sessions)
+    out[None] = snr(*outputs(), None)
+    return out
+
+
+def as_calibration(calibration, count: int | None = None, detector=None) -> Calibration:
+    """``calibration`` as a :class:`Calibration`: one already, or a photo folder; ``count`` /
+    ``detector`` (when given) replace its photo count / detector."""
+    if isinstance(calibration, Calibration):
+        if count is None and detector is None:
+            return calibration
+        return Calibration(calibration.folder, calibration.count if count is None else count, calibration.size,
+                           calibration.detector if detector is None else detector,
+                           None if detector is not None else calibration.boxes, calibration.seed)
+    if isinstance(calibration, (str, os.PathLike)):
+        return Calibration(calibration, DEFAULT_COUNT if count is None else count, detector=detector)
+    raise ValueError(f"calibration: expected a folder of photos or an instcolor.quantize.Calibration, "
+                     f"got {type(calibration).__name__}")
+
+
+def _publish(tmp: Path, out_dir: Path, manifest: dict, owned: set) -> None:
+    from . import export as _export
+
+    publish = getattr(_export, "publish_export", None)
+    if publish is not None:
+        publish(tmp, out_dir, manifest, owned)
+        return
+    (tmp / _export.MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _export.publish_dir(tmp)
+    new = [s["file"] for s in manifest["segments"]] + [_export.MANIFEST]
+    if not out_dir.exists():
+        try:
+            os.replace(tmp, out_dir)
+            return
+        except OSError:
+            if not out_dir.is_dir():
+                raise
+    _export._move_into(tmp, out_dir, new, owned | (_export._manifest_files(out_dir) or set()))
+
+
+def quantize_export_dir(fp32_dir, out_dir, calibration, check: bool = True, owned=(), threads: int | None = None) -> dict:
+    """The fp32 export at ``fp32_dir`` -> an INT8 export at ``out_dir`` (see the module doc); ``out_dir``
+    is new, empty, or an earlier export replaced file by file (the rules of
+    :func:`instcolor.export.export_segments`, ``owned`` as there). Returns the INT8 manifest
+    (``precision: "int8"`` and the ``int8`` record). :class:`CalibrationError` naming the folder or
+    photo when the calibration photos cannot be used (checked before anything is written)."""
+    import onnx
+    import onnxruntime
+
+    from .export import _bare_name, _check_replaceable, read_manifest
+
+    calibration = as_calibration(calibration)
+    fp32_dir, out_dir = Path(fp32_dir), Path(out_dir)
+    manifest = read_manifest(fp32_dir)
+    if manifest["precision"] != "fp32":
+        raise ValueError(f"{fp32_dir}: INT8 exports are made from an fp32 export, this one is {manifest['precision']}")
+    identity = calibration.identity()  # (checks the photos)
+    owned = {n for n in owned if _bare_name(n)}
+    if out_dir.exists():
+        _check_replaceable(out_dir, owned)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        work = tmp / ".calibration"
+        work.mkdir()
+        recorded = record_segment_inputs(fp32_dir, calibration, work, threads=threads)
+        summary = recorded.pop(None)
+        excluded = {}
+        for seg in manifest["segments"]:
+            files = recorded.get(seg["name"])
+            if not files:
+                raise CalibrationError(f"{calibration.folder}: the calibration run never reached segment {seg['name']}")
+            dst = tmp / seg["file"]
+            excluded[seg["name"]] = quantize_segment(fp32_dir / seg["file"], dst, files, work_dir=work)["excluded"]
+            if check:
+                onnx.checker.check_model(str(dst))
+            for f in files:
+                f.unlink()
+        shutil.rmtree(work)
+        # the accuracy guard: segments whose INT8 version alone costs more than min_snr_db stay fp32
+        float_segments = {}
+        if SETTINGS.get("min_snr_db") is not None and summary["batches"]:
+            snr = segment_snr(fp32_dir, {s["name"]: tmp / s["file"] for s in manifest["segments"]},
+                              summary["batches"], threads=threads)
+            for seg in manifest["segments"]:
+                if snr[seg["name"]] < SETTINGS["min_snr_db"]:
+                    float_segments[seg["name"]] = round(snr[seg["name"]], 2)
+                    shutil.copyfile(fp32_dir / seg["file"], tmp / seg["file"])
+            kept = {s["name"]: tmp / s["file"] for s in manifest["segments"] if s["name"] not in float_segments}
+            final_snr = segment_snr(fp32_dir, kept, summary["batches"], threads=threads)[None] if kept else float("inf")
+            segment_snrs = {k: round(v, 2) for k, v in snr.items() if k is not None}
+        else:
+            segment_snrs, final_snr = {}, None
+        record = dict(recipe=RECIPE, format="QDQ", weights="int8 symmetric, per output channel",
+                      activations=("int8 symmetric per tensor (zero point 0)" if SETTINGS["activations"] == "s8"
+                                   else "uint8 asymmetric per tensor"),
+                      method=SETTINGS["method"], quantized_ops=list(SETTINGS["ops"]), excluded=excluded,
+                      min_snr_db=SETTINGS.get("min_snr_db"), segment_snr_db=segment_snrs,
+                      float_segments=float_segments, snr_db=None if final_snr is None else round(final_snr, 2),
+                      onnxruntime=onnxruntime.__version__,
+                      calibration=dict(folder=Path(calibration.folder).name, photos=summary["photos"],
+                                       size=summary["size"], boxes=summary["boxes"], instances=summary["instances"],
+                                       hinted_runs=summary["hinted_runs"], seed=int(calibration.seed),
+                                       identity=identity))
+        manifest = dict(manifest, precision="int8", int8=record)
+        _publish(tmp, out_dir, manifest, owned)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def export_int8(nets: dict, out_dir, calibration, size: int = 64, check: bool = True, owned=()) -> dict:
+    """``export_segments(nets, out_dir, precision="int8", calibration=...)``: the fp32 export in a
+    temporary folder beside ``out_dir``, then :func:`quantize_export_dir`."""
+    from .export import export_segments
+
+    calibration = as_calibration(calibration)
+    calibration.photos()  # a bad folder fails before the (slow) fp32 export
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.fp32.", dir=out_dir.parent))
+    try:
+        export_segments(nets, tmp / "fp32", precision="fp32", size=size, check=check)
+        return quantize_export_dir(tmp / "fp32", out_dir, calibration, check=check, owned=owned)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def int8_cache_name(weights_sha256: str, calibration: Calibration) -> str:
+    """Cache folder name (under ``cache_dir()/"onnx"``) of the INT8 export of the weights with hash
+    ``weights_sha256`` calibrated with ``calibration``: the fp32 export's name
+    (:func:`instcolor.export.export_cache_name`) with ``int8`` and the calibration identity."""
+    from .export import FORMAT
+
+    return f"{weights_sha256[:20]}-seg{FORMAT.rsplit('/', 1)[-1]}-int8-{calibration.identity()[:16]}"
+
+
+#: The folder, inside a weights folder, of the INT8 export that ships with those weights (the built-in
+#: starter has one: python benchmarks/make_starter_int8.py).
+SHIPPED_DIR = "int8"
+
+
+def weights_sha256(path) -> str:
+    """The weights hash (:func:`instcolor.export.weights_hash`) of the weights folder ``path``."""
+    try:
+        from .onnx_graphs import load_weight_arrays, weights_hash_arrays
+    except ImportError:  # (no torch-free reader in this install)
+        from .export import weights_hash
+        from .models import load_nets
+
+        return weights_hash(load_nets(path))
+    return weights_hash_arrays(load_weight_arrays(path))
+
+
+def int8_export_for(path, calibration=None, fp32_export=None, shipped_check: bool = True) -> Path:
+    """The INT8 export folder to run for ``path``:
+
+    * an INT8 export folder: itself (another precision: ValueError);
+    * a weights folder, no ``calibration``, with its own INT8 export in ``path/int8`` (the built-in
+      starter): that one, once its manifest's weights hash matches the weights (ValueError saying
+      how to regenerate it otherwise);
+    * a weights folder and ``calibration`` (a photo folder or :class:`Calibration`): the INT8 export in
+      the cache (``cache_dir()/"onnx"``, keyed by the weights hash and the calibration identity),
+      made on first use from the fp32 export ``fp32_export()`` returns (a folder);
+    * a weights folder without either: ValueError asking for ``calibration``.
+    """
+    from ._cachedir import cache_dir
+    from .export import MANIFEST, read_manifest
+
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        m = read_manifest(path)
+        if m["precision"] != "int8":
+            raise ValueError(f"{path} is an {m['precision']} export; precision='int8' needs an INT8 export "
+                             "(instcolor export --precision int8 --calibration DIR) or weights plus calibration=DIR")
+        return path
+    if calibration is None:
+        shipped = path / SHIPPED_DIR
+        if (shipped / MANIFEST).is_file():
+            m = read_manifest(shipped)
+            if m["precision"] != "int8":
+                raise ValueError(f"{shipped}: expected an int8 export, this one is {m['precision']}")
+            if shipped_check and m["weights_sha256"] != weights_sha256(path):
+                raise ValueError(f"{shipped}: this INT8 export was made from other weights than those in {path} "
+                                 "(weights_sha256 differs); regenerate it (for the built-in starter: "
+                                 "python benchmarks/make_starter_int8.py) or pass calibration=DIR")
+            return shipped
+        raise ValueError(f"precision='int8' with the weights {path}: give calibration=DIR (a folder of photos; "
+                         "--calibration DIR on the command line) or an INT8 export folder")
+    calibration = as_calibration(calibration)
+    target = cache_dir() / "onnx" / int8_cache_name(weights_sha256(path), calibration)
+    if not (target / MANIFEST).is_file():
+        if fp32_export is None:
+            raise ValueError("int8_export_for: no fp32 export to quantize (fp32_export)")
+        quantize_export_dir(fp32_export(), target, calibration)
+    return target
+
+
+def qdq_summary(path) -> dict:
+    """Counts of one QDQ segment file: QuantizeLinear / DequantizeLinear nodes, the float ops left, and
+    the weights quantized per channel (a DequantizeLinear of an int8 initializer with a 1-D scale of
+    the output channels, even of one channel) or per tensor (a scalar scale)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    out = dict(quantize=0, dequantize=0, per_channel_weights=0, per_tensor_weights=0, float_convs=0)
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            out["quantize"] += 1
+        elif n.op_type == "DequantizeLinear":
+            out["dequantize"] += 1
+            w = inits.get(n.input[0])
+            if w is not None and w.data_type == onnx.TensorProto.INT8:
+                scale = numpy_helper.to_array(inits[n.input[1]])
+                out["per_channel_weights" if scale.ndim == 1 else "per_tensor_weights"] += 1
+        elif n.op_type in ("Conv", "ConvTranspose") and n.input[1] in inits:
+            out["float_convs"] += 1
+    return out
