@@ -4,7 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+# (PyTorch is imported by the fixtures that need it: the torch-free CI venv loads this file too)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,6 +64,7 @@ def _private_export_cache(tmp_path_factory):
 
 def rule_nets():
     """The three full-width nets with the golden weights rule, eval mode."""
+    import torch
     from weights_rule import rule_state_dict
     from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone, load_state_dict_strict
 
@@ -90,6 +92,8 @@ def golden_weights_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def golden_weights_dir_prefixed(golden_weights_dir, tmp_path_factory):
     """Same weights, every file with the DataParallel ``module.`` prefix."""
+    import torch
+
     d = tmp_path_factory.mktemp("rule_weights_prefixed")
     for f in golden_weights_dir.iterdir():
         state = torch.load(f, weights_only=True)
@@ -121,6 +125,7 @@ def load_case(path):
 
 def tiny_nets(width=0.125, seed=0):
     """Small random nets of the official topology, for fast API/CLI tests."""
+    import torch
     from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone
 
     torch.manual_seed(seed)

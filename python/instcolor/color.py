@@ -8,12 +8,13 @@ All functions take and return ``(N, 3, H, W)`` float32 tensors.
 
 PyTorch is imported on first use. The ``*_np`` functions are numpy twins of the reference (same
 operations in float32, scalar divisions as multiplications by the float32 reciprocal as PyTorch does
-them; its vectorised ``pow`` may differ by an ulp, so results agree to about 1e-6, not bit for bit).
-The numpy-facing helpers (:func:`lab_to_rgb_uint8`, :func:`rgb_uint8_to_lab`, :func:`lab_of_uint8`)
-use the PyTorch reference when PyTorch is installed, else the twins: the torch-free install
-(``pip install instcolor`` without the ``torch`` extra) converts the few colours of hints,
-suggestions, the detector's grey input and global-hint histograms with them; pictures are converted
-by the native kernels (``instcolor.ops``) on both installs.
+them; PyTorch's vectorised ``pow`` differs from numpy's by about an ulp, so results agree to 1e-6 --
+9e-7 at most over all 2^24 8-bit colours -- not bit for bit). The numpy-facing helpers
+(:func:`lab_of_uint8`, :func:`lab_to_rgb_uint8`, :func:`rgb_uint8_to_lab`) always use the twins, on
+every install, so that results do not depend on whether PyTorch is installed and the inference path
+never imports it: the colours of hints, suggestions, the detector's grey input, the editor's
+lightness and the 16-bit output. Pictures are converted by the native kernels (``instcolor.ops``);
+the PyTorch functions here are the reference those kernels and twins are tested against.
 """
 from __future__ import annotations
 
@@ -172,12 +173,9 @@ def uint8_to_float_np(img: np.ndarray) -> np.ndarray:
 
 
 def lab_of_uint8(img: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 -> normalised Lab ``(N, 3, H, W)`` float32 (x / 255 first):
-    the PyTorch reference when PyTorch is installed, else the numpy twin."""
-    torch = torch_or_none()
-    if torch is None:
-        return rgb_to_lab_np(uint8_to_float_np(img))
-    return rgb_to_lab(uint8_to_float(img)).numpy()
+    """``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 -> normalised Lab ``(N, 3, H, W)`` float32 (x / 255 first),
+    with the numpy twin (no PyTorch; :func:`instcolor.prepare.lab_of_uint8` is the PyTorch reference)."""
+    return rgb_to_lab_np(uint8_to_float_np(img))
 
 
 # ----------------------------------------------------------------------------- numpy helpers
@@ -191,7 +189,8 @@ GAMUT_TOLERANCE = 1e-4
 
 
 def lab_to_rgb_uint8(L, ab) -> np.ndarray:
-    """Lab colours -> sRGB uint8 with the official conversion (:func:`lab_to_rgb`, then :func:`to_uint8`).
+    """Lab colours -> sRGB uint8 with the official conversion (:func:`lab_to_rgb`, then :func:`to_uint8`;
+    their numpy twins).
 
     ``L``: (n,) lightness in Lab units [0, 100] (or a scalar for all); ``ab``: (n, 2) a*, b* in Lab
     units. Returns (n, 3) uint8. Colours outside the sRGB gamut come out clipped, as in the outputs."""
@@ -200,15 +199,11 @@ def lab_to_rgb_uint8(L, ab) -> np.ndarray:
     lab = np.stack([(L - L_CENT) / L_NORM, ab[:, 0] / AB_NORM, ab[:, 1] / AB_NORM], axis=1)
     if not len(ab):
         return np.zeros((0, 3), np.uint8)
-    lab = np.ascontiguousarray(lab.T.reshape(1, 3, 1, -1))
-    torch = torch_or_none()
-    if torch is None:
-        return to_uint8_np(lab_to_rgb_np(lab))[0, 0]
-    return to_uint8(lab_to_rgb(torch.from_numpy(lab)))[0, 0]
+    return to_uint8_np(lab_to_rgb_np(np.ascontiguousarray(lab.T.reshape(1, 3, 1, -1))))[0, 0]
 
 
 def rgb_uint8_to_lab(rgb) -> np.ndarray:
-    """(n, 3) uint8 sRGB -> (n, 3) float32 Lab in Lab units (L 0..100, a*, b*), official conversion."""
+    """(n, 3) uint8 sRGB -> (n, 3) float32 Lab in Lab units (L 0..100, a*, b*), official conversion (numpy twin)."""
     rgb = np.asarray(rgb, np.uint8).reshape(-1, 3)
     lab = lab_of_uint8(rgb.reshape(1, -1, 3))[0, :, 0].T   # (n, 3) normalised
     return (lab * np.array([L_NORM, AB_NORM, AB_NORM], np.float32) + np.array([L_CENT, 0, 0], np.float32)).astype(np.float32)

@@ -220,12 +220,8 @@ class Hint:
     def normalized_ab(self) -> tuple[float, float]:
         if self.ab is not None:
             return float(self.ab[0]) / color.AB_NORM, float(self.ab[1]) / color.AB_NORM
-        torch = color.torch_or_none()
-        if torch is None:  # the torch-free install: the numpy twin of the same conversion
-            lab = color.rgb_to_lab_np(np.array([float(c) for c in self.rgb], np.float32).reshape(1, 3, 1, 1) / 255.0)
-            return float(lab[0, 1, 0, 0]), float(lab[0, 2, 0, 0])
-        rgb = torch.tensor([float(c) for c in self.rgb], dtype=torch.float32).reshape(1, 3, 1, 1) / 255.0
-        lab = color.rgb_to_lab(rgb)
+        # the numpy twin of the official conversion (no PyTorch on the inference path; see instcolor.color)
+        lab = color.lab_of_uint8(np.array(self.rgb, np.uint8).reshape(1, 1, 3))
         return float(lab[0, 1, 0, 0]), float(lab[0, 2, 0, 0])
 
 
@@ -316,7 +312,10 @@ class Prepared:
 
 def lab_of_uint8(img: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 -> normalised Lab ``(N, 3, H, W)`` float32 (x / 255 first)."""
-    return color.lab_of_uint8(img)
+    import torch  # the reference (prepare, training); instcolor.color.lab_of_uint8 is its numpy twin
+
+    with torch.no_grad():
+        return color.rgb_to_lab(color.uint8_to_float(img)).numpy()
 
 
 def prepare(image: np.ndarray, boxes: np.ndarray, hints, size: int) -> Prepared:

@@ -81,7 +81,7 @@ def lightness_grey(image: np.ndarray) -> np.ndarray:
     """
     from ..color import L_CENT, L_NORM, lab_of_uint8
 
-    L = lab_of_uint8(image)[0, 0] * L_NORM + L_CENT  # (PyTorch's reference where installed, else its numpy twin)
+    L = lab_of_uint8(image)[0, 0] * L_NORM + L_CENT  # (the numpy twin of the reference: no PyTorch)
     g = np.clip(np.rint(L * (255.0 / 100.0)), 0, 255).astype(np.uint8)
     return np.repeat(g[:, :, None], 3, axis=2)
 

@@ -212,7 +212,7 @@ def resize_rgb(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def grey_of(rgb: np.ndarray) -> np.ndarray:
     """The network's view of ``rgb``: its CIE L* shown as neutral grey (R = G = B, the sRGB grey of
     that lightness), (H, W, 3) uint8. The page reads L* back from it."""
-    from ..prepare import lab_of_uint8
+    from ..color import lab_of_uint8  # (the numpy twin: no PyTorch)
 
     L = lab_of_uint8(rgb)[0, 0].astype(np.float64) * 100.0 + 50.0  # (H, W) in 0..100
     fy = (L + 16.0) / 116.0
@@ -523,7 +523,7 @@ class Editor:
     @staticmethod
     def lightness(session: EditSession, x: float, y: float) -> float:
         """CIE L* (0..100) of the input at pixel (x, y)."""
-        from ..prepare import lab_of_uint8
+        from ..color import lab_of_uint8  # (the numpy twin: no PyTorch)
 
         px = session.image[int(y), int(x)][None, None]
         return round(float(lab_of_uint8(px)[0, 0, 0, 0]) * 100.0 + 50.0, 3)
