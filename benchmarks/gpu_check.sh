@@ -58,7 +58,6 @@ STEPS="$WORK/steps.jsonl"
 : >"$STEPS"
 START=$(date +%s)
 export PYTHONUNBUFFERED=1
-export PYTHONPATH="$REPO/python${PYTHONPATH:+:$PYTHONPATH}"
 if [ $DRY = 1 ]; then DEV=cpu; MODE=dry-run; else DEV=cuda; MODE=gpu; fi
 
 # The plan: every step below is recorded exactly once, in this order (tests/test_gpu_check.py checks it).

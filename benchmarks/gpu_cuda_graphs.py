@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import statistics
 import sys
@@ -37,7 +38,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python"))
+if importlib.util.find_spec("instcolor") is None:  # prefer the installed package (it has the compiled extension)
+    sys.path.insert(0, str(REPO / "python"))
 
 from instcolor import prepare as P  # noqa: E402
 from instcolor.backends import TorchBackend  # noqa: E402

@@ -30,6 +30,7 @@ Exit status 0 pass, 1 fail, 3 skip.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -39,7 +40,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python"))
+if importlib.util.find_spec("instcolor") is None:  # prefer the installed package (it has the compiled extension)
+    sys.path.insert(0, str(REPO / "python"))
 sys.path.insert(0, str(REPO / "tests"))  # weights_rule: the golden README's weights rule
 
 from instcolor import Colorizer, HintPlanes  # noqa: E402

@@ -213,8 +213,13 @@ def unavailable_reason(backend: str) -> str:
 
 
 def _env() -> dict:
+    """The workers' environment: the installed instcolor (with its compiled extension); the
+    checkout's python/ folder only where instcolor is not installed."""
+    import importlib.util
+
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "python"), env.get("PYTHONPATH")]))
+    if importlib.util.find_spec("instcolor") is None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "python"), env.get("PYTHONPATH")]))
     return env
 
 
