@@ -148,7 +148,7 @@ def photo_suggester(colorizer, rgb: np.ndarray, boxes, size, k: int, check_xy=No
         return None
 
     def suggest(x, y):
-        return suggest_from_logits(logits[0], p.image, x, y, k)
+        return suggest_from_logits(logits[0], p.image, x, y, k, colorizer.suggest_log_weights)
 
     if check_xy is not None:
         x, y = check_xy

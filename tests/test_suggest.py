@@ -13,7 +13,8 @@ from instcolor.backends import TorchBackend
 from instcolor.distribution import NUM_BINS, bin_centers
 from instcolor.pipeline import Batch, prepare_image
 from instcolor.prepare import select_boxes
-from instcolor.suggest import (SUGGEST_RADIUS, find_modes, grid_cell, suggest_at, suggestion_probs)
+from instcolor.suggest import (SUGGEST_RADIUS, SUGGEST_TEMPERATURE, find_modes, grid_cell, suggest_at,
+                               suggestion_probs)
 
 CENTERS = bin_centers() * 110.0  # (529, 2) Lab units
 
@@ -34,7 +35,8 @@ def _rgb_to_lab(rgb_triples):
 # ----------------------------------------------------------------------------- mode finding
 def test_two_peaks_are_both_found_sorted_and_distinct():
     p = _bumps([(40, -30, 0.35), (-50, 60, 0.65)])
-    modes = find_modes(p, k=8)
+    R = 15.0   # a radius that keeps one mode per bump (the default, 12, also lets diagonal neighbours through)
+    modes = find_modes(p, k=8, radius=R)
     assert 2 <= len(modes) <= 8
     assert np.linalg.norm(modes[0].ab - [-50, 60]) < 3.0          # the heavier peak first
     assert np.linalg.norm(modes[1].ab - [40, -30]) < 3.0
@@ -44,11 +46,11 @@ def test_two_peaks_are_both_found_sorted_and_distinct():
     assert probs[0] > 0.5 and probs[1] > 0.25                     # each peak keeps about its own mass
     ab = np.stack([m.ab for m in modes])
     d = np.sqrt(((ab[:, None] - ab[None]) ** 2).sum(-1))
-    assert (d[np.triu_indices(len(modes), 1)] > SUGGEST_RADIUS - 5.0).all()   # distinct (refined means)
+    assert (d[np.triu_indices(len(modes), 1)] > R - 5.0).all()   # distinct (refined means)
     peaks = [m.peak for m in modes]
     assert len(set(peaks)) == len(peaks)
     assert (np.sqrt(((CENTERS[peaks][:, None] - CENTERS[peaks][None]) ** 2).sum(-1))[np.triu_indices(len(peaks), 1)]
-            > SUGGEST_RADIUS).all()
+            > R).all()
 
 
 def test_k_limits_and_one_peak_gives_one_dominant_mode():
@@ -80,20 +82,39 @@ def test_find_modes_rejects_bad_arguments(bad):
         find_modes(**kwargs)
 
 
-def test_softening_is_temperature_5():
-    """SIGGRAPH'17's GUI: softmax(0.2 * logits)."""
+def test_softening_uses_the_suggestion_temperature():
+    """softmax(logits / SUGGEST_TEMPERATURE) (SIGGRAPH'17's GUI uses 5; ours is measured, see suggest.py)."""
     logits = np.zeros(NUM_BINS, np.float32)
     logits[7] = 5.0
     p = suggestion_probs(logits)
-    assert p[7] / p[8] == pytest.approx(np.e, rel=1e-5)
+    assert p[7] / p[8] == pytest.approx(np.exp(5.0 / SUGGEST_TEMPERATURE), rel=1e-5)
     assert p.sum() == pytest.approx(1.0)
+    assert suggestion_probs(logits, 5.0)[7] / suggestion_probs(logits, 5.0)[8] == pytest.approx(np.e, rel=1e-5)
+
+
+def test_rebalancing_weights_are_undone_before_the_modes():
+    """log_weights are taken off the logits: a colour the rebalanced head favours only because it is
+    rare drops back."""
+    L = 60.0
+    p = _bumps([(-40, 35, 0.5), (30, -40, 0.5)], sigma=6.0)
+    logits = (SUGGEST_TEMPERATURE * np.log(p + 1e-30)).astype(np.float32)
+    log_w = np.zeros(NUM_BINS, np.float32)
+    out_plain = suggest_at(logits, L, k=2)
+    a_axis = np.arange(23) * 10 - 110
+    ia, ib = np.meshgrid(a_axis, a_axis, indexing="ij")
+    log_w[((ia - 30) ** 2 + (ib + 40) ** 2).reshape(-1) < 30 ** 2] = np.log(4.0)   # (30, -40) was up-weighted 4x
+    out = suggest_at(logits, L, k=2, log_weights=log_w)
+    assert out == suggest_at(logits - log_w, L, k=2)
+    assert abs(out_plain[0][1] - out_plain[1][1]) < 0.05      # an even split without the weights
+    assert out[0][1] > 0.7                                      # with them, (-40, 35) dominates
+    assert _rgb_to_lab([out[0][0]])[0, 1] < 0 < _rgb_to_lab([out[0][0]])[0, 2]
 
 
 def test_suggest_at_two_peaks_at_the_given_lightness():
     L = 60.0
     p = _bumps([(-40, 35, 0.7), (30, -40, 0.3)], sigma=6.0)     # both in gamut at L = 60
-    logits = (5.0 * np.log(p + 1e-30)).astype(np.float32)     # softened at T = 5 this is p again
-    out = suggest_at(logits, L, k=8)
+    logits = (SUGGEST_TEMPERATURE * np.log(p + 1e-30)).astype(np.float32)   # softened at the suggestion T: p again
+    out = suggest_at(logits, L, k=8, radius=15.0)   # one mode per bump (see the test above)
     rgbs = [rgb for rgb, _ in out]
     probs = [q for _, q in out]
     assert all(isinstance(c, int) and 0 <= c <= 255 for rgb in rgbs for c in rgb) and all(len(r) == 3 for r in rgbs)
@@ -201,3 +222,27 @@ def test_suggest_colors_bad_arguments(colorizer, image):
         colorizer.suggest_colors(image, 3, 3, k=0)
     with pytest.raises(TypeError, match="GlobalHints"):
         colorizer.suggest_colors(image, 3, 3, global_hints={"saturation": 0.5})
+
+
+def test_class_log_weights_from_a_run_folder_and_a_bundle_info(tmp_path):
+    """A run trained with rebalancing (config rebalance + ab_prior.json) and a bundle whose info has
+    class_rebalance give the same log weights; official-style folders give None."""
+    import json
+
+    from instcolor import distribution as D
+    from instcolor.colorizer import class_log_weights
+
+    counts = np.random.default_rng(0).integers(0, 1000, NUM_BINS).tolist()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"stage": "fusion", "rebalance": 0.5, "class_weight": 1.0}))
+    (run / "ab_prior.json").write_text(json.dumps({"photos": 3, "counts": counts}))
+    want = np.log(D.rebalance_weights(D.smoothed_prior(np.asarray(counts, np.float64)), 0.5))
+    np.testing.assert_allclose(class_log_weights(run), want, rtol=1e-6)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"info": {"class_rebalance": {"counts": counts, "mix": 0.5}}}))
+    np.testing.assert_allclose(class_log_weights(bundle), want, rtol=1e-6)
+    (bundle / "config.json").write_text(json.dumps({"info": {"name": "x"}}))
+    assert class_log_weights(bundle) is None
+    assert class_log_weights(tmp_path) is None

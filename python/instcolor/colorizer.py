@@ -55,6 +55,8 @@ class Colorizer:
         self.temperature = _distribution.check_temperature(
             _distribution.DEFAULT_TEMPERATURE if temperature is None else temperature)
         self.weights = weights
+        #: log class-rebalancing weights of the head (see :func:`class_log_weights`), undone for suggestions
+        self.suggest_log_weights: np.ndarray | None = None
         self.backend = backend
         self.detector = detector
         # native=True: NativeUnavailableError (a ValueError) naming why the kernels cannot be used;
@@ -121,6 +123,7 @@ class Colorizer:
                         native=native, default_size=trained_size(path) or DEFAULT_SIZE, decode=decode,
                         temperature=temperature,
                         weights="the built-in starter weights" if starter else f"the weights {str(path)!r}")
+        colorizer.suggest_log_weights = class_log_weights(path)
         if starter:
             _weights.announce_starter(path)
         return colorizer
@@ -200,7 +203,7 @@ class Colorizer:
         _check_global_hints(global_hints)
         p, _, _ = self._prepare(image, boxes, scores, hints, size, name=_image_name(image, 0))
         _, logits = self._infer([p], [global_hints], "regression", self.temperature, want_logits=True)
-        return suggest_from_logits(logits[0], p.image, x, y, k)
+        return suggest_from_logits(logits[0], p.image, x, y, k, self.suggest_log_weights)
 
     # ------------------------------------------------------------------ edit session
     def open_session(self, image, boxes=None, scores=None, size: int | None = None):
@@ -291,13 +294,47 @@ def _image_name(image, index: int) -> str:
     return str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
 
 
-def suggest_from_logits(logits: np.ndarray, image: np.ndarray, x, y, k: int):
-    """Suggestions at input pixel (x, y) of ``image`` (H,W,3) uint8 from its class logits (529,S/4,S/4)."""
+def suggest_from_logits(logits: np.ndarray, image: np.ndarray, x, y, k: int, log_weights=None):
+    """Suggestions at input pixel (x, y) of ``image`` (H,W,3) uint8 from its class logits (529,S/4,S/4);
+    ``log_weights``: the head's log class-rebalancing weights (:func:`class_log_weights`) or None."""
     from .suggest import grid_cell, pixel_lightness, suggest_at
 
     size = logits.shape[-1] * 4
     row, col = grid_cell(x, y, image.shape[:2], size)
-    return suggest_at(logits[:, row, col], pixel_lightness(image, x, y), k)
+    return suggest_at(logits[:, row, col], pixel_lightness(image, x, y), k, log_weights=log_weights)
+
+
+def class_log_weights(path) -> np.ndarray | None:
+    """The log class-rebalancing weights (529,) a weights folder's head was trained with: a bundle's
+    ``info.class_rebalance`` ({"counts": [529 training-set ab counts], "mix": lambda, "sigma": s}) or a
+    training run's ``ab_prior.json`` with its ``config.json`` ``rebalance``; None when neither says
+    (official checkpoints, heads trained without rebalancing)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    spec = None
+    try:
+        if (path / "config.json").is_file():
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            if isinstance(config, dict) and isinstance(config.get("info"), dict):
+                spec = config["info"].get("class_rebalance")
+            elif isinstance(config, dict) and (path / "ab_prior.json").is_file() and config.get("rebalance", 0) > 0:
+                prior = json.loads((path / "ab_prior.json").read_text(encoding="utf-8"))
+                spec = {"counts": prior.get("counts"), "mix": config["rebalance"]}
+    except (OSError, ValueError, TypeError):
+        return None
+    if not isinstance(spec, dict):
+        return None
+    try:
+        counts = np.asarray(spec["counts"], np.float64)
+        mix = float(spec.get("mix", _distribution.DEFAULT_REBALANCE_MIX))
+        sigma = float(spec.get("sigma", _distribution.DEFAULT_PRIOR_SIGMA))
+        if counts.shape != (_distribution.NUM_BINS,) or not np.isfinite(counts).all() or (counts < 0).any():
+            return None
+        return np.log(_distribution.rebalance_weights(_distribution.smoothed_prior(counts, sigma), mix))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _selected_extras(boxes, scores, labels):

@@ -105,7 +105,7 @@ class EditSession:
         p, keep = self._for(hints, global_hints, exclude)
         _, logits = c._infer([p], [global_hints], "regression", c.temperature, want_logits=True,
                              instances=self._instances(keep))
-        return suggest_from_logits(logits[0], p.image, x, y, k)
+        return suggest_from_logits(logits[0], p.image, x, y, k, c.suggest_log_weights)
 
     # ------------------------------------------------------------------ internals
     def _keep(self, exclude) -> np.ndarray:

@@ -29,10 +29,13 @@ import numpy as np
 from . import color
 from .distribution import AB_MAX, AB_STEP, GRID, NUM_BINS, softmax
 
-#: SIGGRAPH'17's GUI softens the class distribution as softmax(0.2 * logits), i.e. temperature 5.
-SUGGEST_TEMPERATURE = 5.0
-#: Default suppression radius around a mode, Lab units: the next mode lies >= 2 bins (20 units) away.
-SUGGEST_RADIUS = 15.0
+#: Softening of the class distribution before its modes are taken. SIGGRAPH'17's GUI uses
+#: softmax(0.2 * logits) (temperature 5); with our rebalanced heads, measured on 40 val photos x 20 pixels
+#: (README, "Colour suggestions"), temperature 1 after undoing the rebalancing put a suggestion within
+#: Delta-E 10 of the true colour more often (89.6 % against 86.0 % at 5).
+SUGGEST_TEMPERATURE = 1.0
+#: Default suppression radius around a mode, Lab units (measured with the temperature: 12 over 15 and 7).
+SUGGEST_RADIUS = 12.0
 DEFAULT_K = 8
 MAX_K = 64
 
@@ -103,12 +106,18 @@ def suggestion_probs(logits: np.ndarray, temperature: float = SUGGEST_TEMPERATUR
 
 
 def suggest_at(logits: np.ndarray, L: float, k: int = DEFAULT_K, radius: float = SUGGEST_RADIUS,
-               temperature: float = SUGGEST_TEMPERATURE) -> list[tuple[tuple[int, int, int], float]]:
+               temperature: float = SUGGEST_TEMPERATURE,
+               log_weights: np.ndarray | None = None) -> list[tuple[tuple[int, int, int], float]]:
     """Suggestions from the (529,) class logits of one position, shown at lightness ``L`` (Lab units):
     a list of ((r, g, b) uint8 ints, probability), most probable first, with distinct colours. The
     probabilities are shares of the softened distribution over the bins displayable at ``L``: every
     such bin belongs to its nearest mode, so they sum to 1 (like the cluster shares of SIGGRAPH'17's
-    k-means); with a small ``k`` a share also holds the mass of colours far from its mode."""
+    k-means); with a small ``k`` a share also holds the mass of colours far from its mode.
+    ``log_weights`` (529,): the log class-rebalancing weights the head was trained with; they are
+    taken off the logits first, so the suggestions follow how often colours occur, not the
+    rebalanced loss's preference for rare ones."""
+    if log_weights is not None:
+        logits = np.asarray(logits, np.float32).reshape(-1) - np.asarray(log_weights, np.float32).reshape(-1)
     allowed = color.gamut(L, step=AB_STEP, ab_max=AB_MAX)[0].reshape(-1)   # always holds the grey bin
     probs = np.where(allowed, suggestion_probs(logits, temperature), 0.0)
     modes = find_modes(probs / probs.sum(), k, radius, allowed=allowed)

@@ -28,6 +28,31 @@ def add_bundle_parser(subparsers):
     return p
 
 
+def _with_class_rebalance(src, info):
+    """A training run folder whose classification head was trained with class rebalancing
+    (``ab_prior.json`` + ``rebalance`` in its config) passes that prior on in ``info.class_rebalance``,
+    so that the bundle's colour suggestions can undo the rebalancing (see
+    :func:`instcolor.colorizer.class_log_weights`). ``info`` that already has one is kept as it is."""
+    import json
+
+    if isinstance(info, dict) and "class_rebalance" in info:
+        return info
+    try:
+        config = json.loads((Path(src) / "config.json").read_text(encoding="utf-8"))
+        prior = json.loads((Path(src) / "ab_prior.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return info
+    if not isinstance(config, dict) or not isinstance(prior, dict) or "info" in config:
+        return info
+    if not (config.get("rebalance", 0) or 0) > 0 or not (config.get("class_weight", 0) or 0) > 0:
+        return info
+    from ..distribution import DEFAULT_PRIOR_SIGMA
+
+    spec = {"counts": prior.get("counts"), "photos": prior.get("photos"), "mix": config["rebalance"],
+            "sigma": DEFAULT_PRIOR_SIGMA}
+    return {**(info or {}), "class_rebalance": spec}
+
+
 def cmd_bundle(args) -> int:
     from .._fileio import OutputFolderError, claim_output_dir, write_output_marker
     from ..errors import UsageError
@@ -48,6 +73,7 @@ def cmd_bundle(args) -> int:
         nets = load_nets(src)
         if info is None and src_is_bundle:
             info = bundle_info(src) or None
+        info = _with_class_rebalance(src, info)
     except CheckpointError as e:
         raise UsageError(str(e)) from None
     try:  # new, empty, or (with --force) an earlier bundle; never the input or the starter weights
