@@ -252,3 +252,25 @@ def test_cli_bad_options_are_one_line(tmp_path, tiny_weights_dir, image, capsys,
     err = capsys.readouterr().err
     assert rc == 2 and match in err and "Traceback" not in err
     assert not (tmp_path / "out" / "in.png").exists()
+
+
+def test_recommended_decoding_from_bundle_info(tmp_path):
+    """A bundle's info.decode is the default when the caller leaves decoding open; an explicit decode
+    of another kind gets the library default temperature; folders without it decode by regression."""
+    import json
+
+    from instcolor.colorizer import DEFAULT_DECODE, recommended_decoding
+    from instcolor.distribution import DEFAULT_TEMPERATURE
+
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "config.json").write_text(json.dumps({"info": {"decode": {"decode": "distribution", "temperature": 0.2}}}))
+    assert recommended_decoding(b) == ("distribution", 0.2)
+    assert recommended_decoding(b, temperature=0.5) == ("distribution", 0.5)
+    assert recommended_decoding(b, decode="regression") == ("regression", DEFAULT_TEMPERATURE)
+    assert recommended_decoding(b, decode="distribution") == ("distribution", 0.2)
+    assert recommended_decoding(tmp_path) == (DEFAULT_DECODE, DEFAULT_TEMPERATURE)
+    (b / "config.json").write_text(json.dumps({"info": {"decode": {"decode": "magic"}}}))
+    assert recommended_decoding(b) == (DEFAULT_DECODE, DEFAULT_TEMPERATURE)   # a bad recommendation is ignored
+    with pytest.raises(ValueError, match="decode"):
+        recommended_decoding(b, decode="magic")

@@ -104,9 +104,10 @@ class Colorizer:
         decoding of every call (see :meth:`colorize`; None: ``"regression"`` / 0.38), checked here.
         Raises :class:`instcolor.models.CheckpointError` when the weight files are missing or do not fit.
         """
-        decode = check_decode(DEFAULT_DECODE if decode is None else decode)
-        temperature = _distribution.check_temperature(
-            _distribution.DEFAULT_TEMPERATURE if temperature is None else temperature)
+        if decode is not None:  # checked before anything loads
+            check_decode(decode)
+        if temperature is not None:
+            _distribution.check_temperature(temperature)
         from . import weights as _weights
         from .backends import make_backend
         from .detect import load_detector
@@ -116,6 +117,7 @@ class Colorizer:
             path = _weights.starter_weights()
         from .models.checkpoint import DEFAULT_SIZE, trained_size
 
+        decode, temperature = recommended_decoding(path, decode, temperature)
         if backend_options.get("calibration") is not None and isinstance(detector, (str, os.PathLike)) \
                 and "calibration_detector" not in backend_options:  # calibrate on the boxes it will see
             backend_options["calibration_detector"] = detector
@@ -302,6 +304,35 @@ def suggest_from_logits(logits: np.ndarray, image: np.ndarray, x, y, k: int, log
     size = logits.shape[-1] * 4
     row, col = grid_cell(x, y, image.shape[:2], size)
     return suggest_at(logits[:, row, col], pixel_lightness(image, x, y), k, log_weights=log_weights)
+
+
+def recommended_decoding(path, decode: str | None = None, temperature: float | None = None) -> tuple[str, float]:
+    """The decoding to use with the weights at ``path`` when the caller leaves it open: a bundle may
+    recommend one in ``info.decode`` ({"decode": "distribution", "temperature": T}; the built-in starter
+    does, chosen by measurement, see README) — used when ``decode`` is None or names the same decoding;
+    otherwise :data:`DEFAULT_DECODE` and :data:`instcolor.distribution.DEFAULT_TEMPERATURE`.
+    Official checkpoints recommend nothing (their classification head is untrained): regression."""
+    import json
+    from pathlib import Path
+
+    rec = None
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+        info = config.get("info") if isinstance(config, dict) else None
+        rec = info.get("decode") if isinstance(info, dict) else None
+        if isinstance(rec, dict):
+            rec = (check_decode(rec.get("decode")), _distribution.check_temperature(
+                rec.get("temperature", _distribution.DEFAULT_TEMPERATURE)))
+        else:
+            rec = None
+    except (OSError, ValueError, TypeError, AttributeError):
+        rec = None
+    if decode is None:
+        decode = rec[0] if rec else DEFAULT_DECODE
+    decode = check_decode(decode)
+    if temperature is None:
+        temperature = rec[1] if rec and rec[0] == decode else _distribution.DEFAULT_TEMPERATURE
+    return decode, _distribution.check_temperature(temperature)
 
 
 def class_log_weights(path) -> np.ndarray | None:
