@@ -152,7 +152,14 @@ def _make_tensorrt(path, device, precision: str = "fp32", **options):
         target = path
     elif (path / need / MANIFEST).is_file():
         target = path / need
-    else:
+    elif need == "fp32":  # built from the weights without PyTorch, the ONNX Runtime backend's export
+        from ..onnx_graphs import build_segments, export_cache_name_arrays, load_weight_arrays
+
+        states = load_weight_arrays(path)
+        target = cache_dir() / "onnx" / export_cache_name_arrays(states, "fp32")
+        if not (target / MANIFEST).is_file():
+            build_segments(states, target)
+    else:  # fp16 (strongly typed) graphs come from torch.onnx
         from ..export import export_cache_name, export_segments
         from ..models import load_nets
 
