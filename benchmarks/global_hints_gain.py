@@ -80,6 +80,9 @@ def main(argv=None) -> int:
     ap.add_argument("--boxes", type=Path, default=None, help="instance boxes (<stem>.npz folder or JSON); default none")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos (by name)")
     ap.add_argument("--backend", choices=("torch", "onnxruntime", "auto"), default="torch")
+    ap.add_argument("--decode", choices=("regression", "distribution"), default=None,
+                    help="decoding (default: what the weights recommend; the starter: distribution at T=0.2)")
+    ap.add_argument("--temperature", type=float, default=None, help="annealed-mean temperature of distribution decoding")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-photo PSNRs as JSON")
     args = ap.parse_args(argv)
 
@@ -98,7 +101,8 @@ def main(argv=None) -> int:
         except ImportError:
             raise common.MissingCapability("this instcolor has no GlobalHints (issue 16); update instcolor") from None
         common.require_global_branch(args.weights)
-        colorizer = common.load_colorizer(args.weights, backend=args.backend)
+        colorizer = common.load_colorizer(args.weights, backend=args.backend, decode=args.decode,
+                                          temperature=args.temperature)
         from instcolor.prepare import check_size
 
         size = check_size(args.size if args.size is not None else colorizer.default_size)
@@ -113,7 +117,8 @@ def main(argv=None) -> int:
         rows.append([s, f"{m[0]:.2f}", "" if s == "automatic" else f"{m[0] - auto[0]:+.2f}",
                      f"{m[1]:.2f}", "" if s == "automatic" else f"{m[1] - auto[1]:+.2f}"])
     print(f"Global hints from the ground truth: {len(files)} photos of {args.val}, S = {size}, "
-          f"weights {common.weights_dir(args.weights)}\n")
+          f"weights {common.weights_dir(args.weights)}, decode {colorizer.decode}"
+          + (f" T={colorizer.temperature:g}" if colorizer.decode == "distribution" else "") + "\n")
     print(common.markdown_table(["Global hints", "PSNR (dB)", "gain (dB)", f"PSNR at S={size} (dB)", "gain at S (dB)"],
                                 rows))
     gain = float(res["histogram"].mean(axis=0)[0] - auto[0])

@@ -148,6 +148,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--boxes", type=Path, default=None, help="instance boxes (<stem>.npz folder or JSON); default none")
     ap.add_argument("--backend", choices=("torch", "onnxruntime", "auto"), default="torch")
+    ap.add_argument("--decode", choices=("regression", "distribution"), default=None,
+                    help="decoding (default: what the weights recommend; the starter: distribution at T=0.2)")
+    ap.add_argument("--temperature", type=float, default=None, help="annealed-mean temperature of distribution decoding")
     ap.add_argument("--json", type=Path, default=None, help="also write the result (per-photo PSNRs) as JSON")
     args = ap.parse_args(argv)
 
@@ -168,7 +171,8 @@ def main(argv=None) -> int:
                 boxes_source = BoxesFile(args.boxes)
             except FileNotFoundError as e:
                 raise ValueError(f"--boxes: {e}") from None
-        colorizer = common.load_colorizer(args.weights, backend=args.backend)
+        colorizer = common.load_colorizer(args.weights, backend=args.backend, decode=args.decode,
+                                          temperature=args.temperature)
         from instcolor.prepare import check_size
 
         size = check_size(args.size if args.size is not None else colorizer.default_size)
@@ -181,7 +185,8 @@ def main(argv=None) -> int:
     res = sweep(colorizer, files, points, size, p, args.seed, boxes_source)
     text, rows = table(points, res["psnr"])
     print(f"Hint sweep (SIGGRAPH'17 protocol): {len(files)} photos of {args.val}, S = {size}, {p}x{p} patches, "
-          f"seed {args.seed}, weights {common.weights_dir(args.weights)}\n")
+          f"seed {args.seed}, weights {common.weights_dir(args.weights)}, decode {colorizer.decode}"
+          + (f" T={colorizer.temperature:g}" if colorizer.decode == "distribution" else "") + "\n")
     print(text)
     if args.json is not None:
         args.json.write_text(json.dumps({"size": size, "patch": p, "seed": args.seed, "photos": [f.name for f in files],
