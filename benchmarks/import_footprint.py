@@ -113,6 +113,7 @@ def main(argv=None) -> int:
         python, _, source = rest.partition(":")
         if not label or not python:
             raise SystemExit(f"--env {spec!r}: expected LABEL=PYTHON[:SOURCE]")
+        python = os.path.abspath(python)  # (not resolved: a venv's python is a symlink that must stay one)
         env = dict(os.environ, INSTCOLOR_CACHE=str(tmp / f"cache-{label}"))
         env.pop("PYTHONPATH", None)
         prelude = _PRELUDE.format(source=str(Path(source).resolve()) if source else "")
