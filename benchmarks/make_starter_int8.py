@@ -8,7 +8,9 @@ precision="int8")`` refuses a shipped INT8 export whose weights hash is not the 
 segments are the ones the ONNX Runtime backend builds for the starter; they are quantized with
 :func:`instcolor.quantize.quantize_export_dir` on ``--count`` photos of ``--calibration`` (the training
 photos by default: the validation photos stay unseen for bench_int8.py), with the detector's boxes.
-Prints the files' total size and the starter folder's size (the package keeps the starter < 20 MB).
+The segments its accuracy guard keeps in fp32 are not shipped (the backend builds them from the
+weights). Prints the files' total size and the starter folder's size (the package keeps the
+starter < 20 MB).
 """
 from __future__ import annotations
 
@@ -42,6 +44,11 @@ def main(argv=None) -> int:
     fp32 = make_backend(STARTER_DIR, "onnxruntime").export_dir
     cal = Calibration(args.calibration, args.count, detector=args.detector or None)
     m = quantize_export_dir(fp32, out, cal, owned=owned)
+    # the segments the accuracy guard kept in fp32 are not shipped: they are the fp32 segments, which
+    # the backend builds from the weights (instcolor.quantize._complete_shipped)
+    for seg in m["segments"]:
+        if seg["name"] in m["int8"]["float_segments"]:
+            (out / seg["file"]).unlink()
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     starter = sum(f.stat().st_size for f in STARTER_DIR.rglob("*") if f.is_file())
     print(f"wrote {len(m['segments'])} INT8 segments to {out}: {size / 2**20:.1f} MiB; starter folder "

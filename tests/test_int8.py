@@ -73,11 +73,23 @@ def test_int8_export_is_qdq_with_per_channel_weights(int8):
     c32, c8 = int8
     d = c8.backend.export_dir
     m = read_manifest(d)
+    kept = m["int8"]["float_segments"]  # the accuracy guard's: fp32 copies, each below its threshold
+    for name, db in kept.items():
+        seg = next(x for x in m["segments"] if x["name"] == name)
+        assert (d / seg["file"]).read_bytes() == (c32.backend.export_dir / seg["file"]).read_bytes()
+        limit = m["int8"]["guard"]["min_logit_snr_db" if name.startswith("head.") else "min_ab_psnr_db"]
+        assert db == m["int8"]["segment_db"][name] < limit
+    assert len(kept) < len(m["segments"]) - 2, kept  # most of it is int8 (the random nets are benign)
     for seg in m["segments"]:
+        if seg["name"] in kept:
+            continue
         model = onnx.load(str(d / seg["file"]))
         inits = {i.name: i for i in model.graph.initializer}
         producers = {o: n for n in model.graph.node for o in n.output}
         s = Q.qdq_summary(d / seg["file"])
+        if seg["name"] == "fusion.out":  # one 2-channel conv + tanh: kept in float, nothing to quantize
+            assert s["quantize"] == 0 and s["float_convs"] == 1
+            continue
         assert s["quantize"] > 0 and s["per_channel_weights"] > 0 and s["per_tensor_weights"] == 0, (seg["name"], s)
         float_convs = []
         for n in model.graph.node:
@@ -106,8 +118,10 @@ def test_int8_export_is_qdq_with_per_channel_weights(int8):
                 zp = inits[n.input[2]]
                 assert zp.data_type == onnx.TensorProto.INT8 and not np.any(numpy_helper.to_array(zp))
     ex = m["int8"]["excluded"]
-    assert set(ex["full"]) == {"input_conv", "output"} and set(ex["instance"]) == {"input_conv"}
-    assert set(ex["fusion.out"]) == {"output"} and ex["fusion.conv5_3"] == {}
+    assert set(ex["full"]) == {"input_conv", "output", "bn_shift"} and len(ex["full"]["bn_shift"]) == 9
+    assert set(ex["instance"]) == {"input_conv", "bn_shift"} and set(ex["fusion.out"]) == {"output"}
+    assert set(ex["fusion.conv5_3"]) == {"bn_shift"} and ex["fusion.conv8_up"] == {}
+    assert m["int8"]["ab_psnr_db"] >= 35.0  # all INT8 segments together, on the calibration batches
 
 
 def test_manifest_records_precision_and_calibration(int8, calib_dir, tiny_weights_dir):
@@ -274,8 +288,13 @@ def test_starter_int8_from_pretrained_with_no_further_arguments(cache):
     if not (shipped / MANIFEST).is_file():
         pytest.fail(f"the starter ships no INT8 export at {shipped}: run python benchmarks/make_starter_int8.py")
     c = Colorizer.from_pretrained(backend="onnxruntime", precision="int8")
-    assert c.backend.export_dir == shipped and c.backend.precision == "int8"
     m = read_manifest(shipped)
+    assert c.backend.precision == "int8" and read_manifest(c.backend.export_dir) == m
+    # the shipped folder holds the INT8 segments only; the ones kept fp32 come from the weights
+    shipped_files = {p.name for p in shipped.iterdir()}
+    for seg in m["segments"]:
+        assert (seg["file"] in shipped_files) != (seg["name"] in m["int8"]["float_segments"]), seg["name"]
+    assert c.backend.export_dir == shipped or c.backend.export_dir.name.startswith(f"{m['weights_sha256'][:20]}-seg2-int8-shipped-")
     assert m["weights_sha256"] == Q.weights_sha256(STARTER_DIR)  # made from the shipped weights
     size = sum(f.stat().st_size for f in STARTER_DIR.rglob("*") if f.is_file())
     assert size < 20 * 2**20, f"the starter folder is {size / 2**20:.1f} MiB; the package keeps it under 20 MB"
@@ -296,6 +315,13 @@ def test_shipped_int8_of_other_weights_is_refused(tmp_path, cache):
     m["weights_sha256"] = "0" * 64
     (d / Q.SHIPPED_DIR / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(ValueError, match="made from other weights.*make_starter_int8.py"):
+        Colorizer.from_pretrained(d, backend="onnxruntime", precision="int8")
+    # a shipped folder missing an INT8 segment file (not one the guard kept in fp32): named
+    m = json.loads((STARTER_DIR / Q.SHIPPED_DIR / MANIFEST).read_text())
+    (d / Q.SHIPPED_DIR / MANIFEST).write_text(json.dumps(m))
+    lost = next(s for s in m["segments"] if s["name"] not in m["int8"]["float_segments"])
+    (d / Q.SHIPPED_DIR / lost["file"]).unlink()
+    with pytest.raises(ValueError, match=f"{lost['file']} missing"):
         Colorizer.from_pretrained(d, backend="onnxruntime", precision="int8")
 
 

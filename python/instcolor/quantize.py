@@ -56,7 +56,8 @@ RECIPE = "instcolor-int8/1: qdq s8s8 symmetric, per-channel weights, minmax, fir
 _INPUTS = ("A", "B", "mask")
 #: The quantizer settings (see the module doc): activations "s8" (symmetric, zero point 0: what TensorRT
 #: takes) or "u8" (asymmetric; ONNX Runtime only), range method "minmax" or "percentile".
-SETTINGS = dict(activations="s8", method="minmax", percentile=99.999, ops=QUANTIZED_OPS, min_snr_db=30.0)
+SETTINGS = dict(activations="s8", method="minmax", percentile=99.999, ops=QUANTIZED_OPS, min_psnr_db=40.0,
+                min_logit_snr_db=20.0)
 #: Calibration runs (the first ones) the accuracy guard replays (see :func:`segment_snr`).
 GUARD_BATCHES = 8
 
@@ -282,7 +283,8 @@ def excluded_nodes(model) -> dict[str, list[str]]:
     """Nodes of one fp32 segment (an ``onnx.ModelProto``) kept in float, by reason (see the module
     doc): ``input_conv`` (convs reading the concatenated A/B/mask or a graph input directly),
     ``global_branch`` (nodes depending on ``global_input`` alone), ``output`` (the conv feeding tanh,
-    and the tanh)."""
+    and the tanh), ``bn_shift`` (the Add of a folded BN's per-channel shift, see
+    :func:`fold_relu_batchnorm`: one int8 scale for all its channels would round the small shifts)."""
     graph = model.graph
     graph_inputs = {i.name for i in graph.input}
     prod = _producers(graph)
@@ -291,12 +293,14 @@ def excluded_nodes(model) -> dict[str, list[str]]:
     for n in graph.node:  # Concat / Identity of raw inputs are raw too
         if n.op_type in ("Concat", "Identity") and n.input and all(i in raw for i in n.input):
             raw |= set(n.output)
-    out = {"input_conv": [], "global_branch": [], "output": []}
+    out = {"input_conv": [], "global_branch": [], "output": [], "bn_shift": []}
     for n in graph.node:
         if n.op_type in ("Conv", "ConvTranspose") and n.input[0] in raw and graph_inputs & set(_INPUTS):
             out["input_conv"].append(n.name)
         elif n.output and all(deps.get(o) == frozenset(["global_input"]) for o in n.output):
             out["global_branch"].append(n.name)
+        if n.op_type == "Add" and n.name.endswith(".bnfold"):  # a folded BN's per-channel shift
+            out["bn_shift"].append(n.name)
         if n.op_type == "Tanh":
             out["output"].append(n.name)
             src = prod.get(n.input[0])
@@ -452,12 +456,18 @@ def _snr_db(ref: np.ndarray, out: np.ndarray) -> float:
     return float("inf") if err == 0 else 10.0 * np.log10(max(float(np.sum(ref.astype(np.float64) ** 2)), 1e-30) / err)
 
 
+def _psnr_db(ref: np.ndarray, out: np.ndarray) -> float:
+    """PSNR of normalised ab (peak 1 = 110 ab units): about the PSNR of the composed RGB."""
+    mse = float(np.mean((ref.astype(np.float64) - out) ** 2))
+    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
+
+
 def segment_snr(fp32_dir, quantized: dict, batches: list, threads: int | None = None) -> dict:
     """The accuracy guard: for each segment in ``quantized`` ({segment: INT8 file}), the fp32 export at
     ``fp32_dir`` with that one segment replaced by its INT8 version runs the calibration ``batches``;
-    returns {segment: SNR in dB of the final output against the all-fp32 output} (the ab for the
-    net segments, the class logits for ``head.*``; the batches the segment takes part in), and under
-    ``None`` the SNR of the ab with all of them together."""
+    returns {segment: dB of the final output against the all-fp32 output} (the PSNR of the ab, peak 1,
+    for the net segments; the SNR of the class logits for ``head.*``; on the batches the segment takes
+    part in), and under ``None`` the ab PSNR with all of them together."""
     import onnxruntime as ort
 
     from ._ort import session_options
@@ -482,14 +492,14 @@ def segment_snr(fp32_dir, quantized: dict, batches: list, threads: int | None = 
 
     def snr(ab, logits, name) -> float:
         if name is None:
-            return _snr_db(np.concatenate(ref_ab), np.concatenate(ab))
+            return _psnr_db(np.concatenate(ref_ab), np.concatenate(ab))
         plain = name in ("full", "head.full")
         used = [i for i, b in enumerate(batches) if (len(b.inst_image) == 0) == plain]
         if not used:
             return float("inf")
         if name.startswith("head."):
             return _snr_db(np.concatenate([ref_logits[i] for i in used]), np.concatenate([logits[i] for i in used]))
-        return _snr_db(np.concatenate([ref_ab[i] for i in used]), np.concatenate([ab[i] for i in used]))
+        return _psnr_db(np.concatenate([ref_ab[i] for i in used]), np.concatenate([ab[i] for i in used]))
 
     out = {}
     for name, sess in int8_sessions.items():
@@ -574,13 +584,14 @@ def quantize_export_dir(fp32_dir, out_dir, calibration, check: bool = True, owne
             for f in files:
                 f.unlink()
         shutil.rmtree(work)
-        # the accuracy guard: segments whose INT8 version alone costs more than min_snr_db stay fp32
+        # the accuracy guard: segments whose INT8 version alone costs too much stay fp32
         float_segments = {}
-        if SETTINGS.get("min_snr_db") is not None and summary["batches"]:
+        if SETTINGS.get("min_psnr_db") is not None and summary["batches"]:
             snr = segment_snr(fp32_dir, {s["name"]: tmp / s["file"] for s in manifest["segments"]},
                               summary["batches"], threads=threads)
             for seg in manifest["segments"]:
-                if snr[seg["name"]] < SETTINGS["min_snr_db"]:
+                limit = SETTINGS["min_logit_snr_db" if seg["name"].startswith("head.") else "min_psnr_db"]
+                if snr[seg["name"]] < limit:
                     float_segments[seg["name"]] = round(snr[seg["name"]], 2)
                     shutil.copyfile(fp32_dir / seg["file"], tmp / seg["file"])
             kept = {s["name"]: tmp / s["file"] for s in manifest["segments"] if s["name"] not in float_segments}
@@ -592,8 +603,10 @@ def quantize_export_dir(fp32_dir, out_dir, calibration, check: bool = True, owne
                       activations=("int8 symmetric per tensor (zero point 0)" if SETTINGS["activations"] == "s8"
                                    else "uint8 asymmetric per tensor"),
                       method=SETTINGS["method"], quantized_ops=list(SETTINGS["ops"]), excluded=excluded,
-                      min_snr_db=SETTINGS.get("min_snr_db"), segment_snr_db=segment_snrs,
-                      float_segments=float_segments, snr_db=None if final_snr is None else round(final_snr, 2),
+                      guard=dict(min_ab_psnr_db=SETTINGS.get("min_psnr_db"),
+                                 min_logit_snr_db=SETTINGS.get("min_logit_snr_db")),
+                      segment_db=segment_snrs, float_segments=float_segments,
+                      ab_psnr_db=None if final_snr is None else round(final_snr, 2),
                       onnxruntime=onnxruntime.__version__,
                       calibration=dict(folder=Path(calibration.folder).name, photos=summary["photos"],
                                        size=summary["size"], boxes=summary["boxes"], instances=summary["instances"],
@@ -681,7 +694,10 @@ def int8_export_for(path, calibration=None, fp32_export=None, shipped_check: boo
                 raise ValueError(f"{shipped}: this INT8 export was made from other weights than those in {path} "
                                  "(weights_sha256 differs); regenerate it (for the built-in starter: "
                                  "python benchmarks/make_starter_int8.py) or pass calibration=DIR")
-            return shipped
+            missing = [seg for seg in m["segments"] if not (shipped / seg["file"]).is_file()]
+            if not missing:
+                return shipped
+            return _complete_shipped(shipped, m, missing, fp32_export)
         raise ValueError(f"precision='int8' with the weights {path}: give calibration=DIR (a folder of photos; "
                          "--calibration DIR on the command line) or an INT8 export folder")
     calibration = as_calibration(calibration)
@@ -690,6 +706,40 @@ def int8_export_for(path, calibration=None, fp32_export=None, shipped_check: boo
         if fp32_export is None:
             raise ValueError("int8_export_for: no fp32 export to quantize (fp32_export)")
         quantize_export_dir(fp32_export(), target, calibration)
+    return target
+
+
+def _complete_shipped(shipped: Path, manifest: dict, missing: list, fp32_export) -> Path:
+    """A shipped INT8 export leaves out the files of the segments its accuracy guard kept in fp32 (they
+    would be fp32 copies, as large as the whole fp32 export; the package keeps the starter small): the
+    complete export is assembled once in the cache from the shipped files and the fp32 export of
+    the same weights (``fp32_export()``, checked to be of the same weights)."""
+    from ._cachedir import cache_dir
+    from .export import MANIFEST, read_manifest
+
+    allowed = set((manifest.get("int8") or {}).get("float_segments") or {})
+    bad = [seg["file"] for seg in missing if seg["name"] not in allowed]
+    if bad:
+        raise ValueError(f"{shipped}: segment file(s) {', '.join(bad[:3])} missing (listed in its manifest.json)")
+    digest = hashlib.sha256((shipped / MANIFEST).read_bytes()).hexdigest()[:16]
+    target = cache_dir() / "onnx" / f"{manifest['weights_sha256'][:20]}-seg2-int8-shipped-{digest}"
+    if (target / MANIFEST).is_file():
+        return target
+    if fp32_export is None:
+        raise ValueError(f"{shipped}: its fp32 segments are built from the weights; no fp32 export given")
+    fp32 = Path(fp32_export())
+    if read_manifest(fp32)["weights_sha256"] != manifest["weights_sha256"]:
+        raise ValueError(f"{fp32}: not the fp32 export of the weights of {shipped}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        names = {seg["file"] for seg in missing}
+        for seg in manifest["segments"]:
+            src = fp32 / seg["file"] if seg["file"] in names else shipped / seg["file"]
+            shutil.copyfile(src, tmp / seg["file"])
+        _publish(tmp, target, manifest, set())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -707,13 +757,14 @@ def qdq_summary(path) -> dict:
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
+    weight_inputs = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")}
     for n in model.graph.node:
         if n.op_type == "QuantizeLinear":
             out["quantize"] += 1
         elif n.op_type == "DequantizeLinear":
             out["dequantize"] += 1
             w = inits.get(n.input[0])
-            if w is not None and w.data_type == onnx.TensorProto.INT8:
+            if w is not None and w.data_type == onnx.TensorProto.INT8 and n.output[0] in weight_inputs:
                 scale = numpy_helper.to_array(inits[n.input[1]])
                 out["per_channel_weights" if scale.ndim == 1 else "per_tensor_weights"] += 1
         elif n.op_type in ("Conv", "ConvTranspose") and n.input[1] in inits:
