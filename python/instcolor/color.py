@@ -18,7 +18,12 @@ the PyTorch functions here are the reference those kernels and twins are tested 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # (annotations only; PyTorch is imported where it is used)
+    import torch
 
 L_CENT = 50.0
 L_NORM = 100.0

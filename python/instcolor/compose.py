@@ -4,7 +4,12 @@ The reference functions use PyTorch (imported on first use); :func:`compose_high
 uses the numpy twins of :mod:`instcolor.color` (no PyTorch)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # (annotations only)
+    import torch
 
 from . import color
 

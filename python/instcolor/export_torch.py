@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .export import (GLOBAL_INPUT, _input_channels, _level_of_input, global_input_segments,  # noqa: F401
-                     segment_layout, FORMAT)
+from .export import FORMAT, _input_channels, _level_of_input, global_input_segments, segment_layout
 from .models.arch import FEATURE_NAMES, RELU_FOLLOWED
 
 

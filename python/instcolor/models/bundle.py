@@ -24,6 +24,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (annotations only)
+    import torch
+    import torch.nn as nn
 
 from .._fileio import OUTPUT_MARKER, _umask, atomic_path, publish_dir
 from .arch import NET_CLASS_NAMES

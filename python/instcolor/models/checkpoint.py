@@ -15,6 +15,10 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (annotations only)
+    import torch.nn as nn
 
 from .._fileio import atomic_path
 from .bundle import BUNDLE_FILES, bundle_info, is_bundle, load_bundle

@@ -6,7 +6,12 @@ net with a readable report of what does not fit.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import CheckpointError  # noqa: F401  (torch-free; defined there, re-exported here)
+
+if TYPE_CHECKING:  # (annotations only)
+    import torch.nn as nn
 
 _OPTIONAL_SUFFIXES = (".num_batches_tracked",)  # absent in files saved by PyTorch < 0.4.1; unused in eval
 
