@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -67,18 +68,26 @@ def _boxes(hw, n: int, seed: int = 0) -> np.ndarray:
 
 
 def speed(args) -> dict:
-    from instcolor.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone, save_official
-    from instcolor.quantize import Calibration, quantize_export_dir
-    from instcolor.backends import make_backend
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="bench_int8."))
+    try:
+        return _speed(args, work, torch)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _speed(args, work: Path, torch) -> dict:
+    from instcolor.backends import make_backend
+    from instcolor.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone, save_official
+    from instcolor.quantize import Calibration, quantize_export_dir
+
     torch.manual_seed(0)
     nets = {"full": SIGGRAPHBackbone(args.width).eval(), "instance": InstanceNet(args.width).eval(),
             "fusion": FusionNet(args.width).eval()}
     save_official(work / "weights", nets, fusion_prefix=True)
-    os.environ.setdefault("INSTCOLOR_CACHE", str(work / "cache"))
+    os.environ["INSTCOLOR_CACHE"] = str(work / "cache")  # (this run's exports only; removed at the end)
     fp32_dir = make_backend(work / "weights", "onnxruntime").export_dir
     det = str(DETECTOR) if DETECTOR.is_file() else None
     m8 = quantize_export_dir(fp32_dir, work / "int8", Calibration(args.calibration, args.calibration_count, detector=det))
