@@ -264,8 +264,10 @@ def test_build_mode_and_io_dtype():
     assert build_mode("fp16", "11.0.0", False) == ("fp16", "fp16-strong")
     assert build_mode("fp16", "11.0.0", True) == ("fp16", "fp16-strong")
     assert build_mode("fp16", "10.14.1", False) == ("fp16", "fp16-strong")
+    assert build_mode("int8", "10.3.0", True) == ("int8", "int8-strong")  # the QDQ export, strongly typed
     with pytest.raises(ValueError):
-        build_mode("int8", "10.3.0", True)
+        build_mode("int4", "10.3.0", True)
+    assert io_dtype("int8-strong") == np.float32
     assert io_dtype("fp16-strong") == np.float16 and io_dtype("fp16-flag") == io_dtype("fp32") == np.float32
 
 
