@@ -79,8 +79,12 @@ def test_hint_rgb_matches_lab_of_that_colour():
     a, b = Hint(0, 0, rgb=(200, 30, 30)).normalized_ab()
     from instcolor import color
 
+    # the numpy twin of the official conversion (no PyTorch on the inference path): exactly its value,
+    # and within float32 rounding (about an ulp) of the PyTorch reference
+    twin = color.lab_of_uint8(np.array([[[200, 30, 30]]], np.uint8))
+    assert (a, b) == (float(twin[0, 1, 0, 0]), float(twin[0, 2, 0, 0])) and a > 0.3
     lab = color.rgb_to_lab(torch.tensor([200, 30, 30], dtype=torch.float32).reshape(1, 3, 1, 1) / 255)
-    assert (a, b) == (float(lab[0, 1, 0, 0]), float(lab[0, 2, 0, 0])) and a > 0.3
+    np.testing.assert_allclose((a, b), (float(lab[0, 1, 0, 0]), float(lab[0, 2, 0, 0])), rtol=0, atol=1e-6)
 
 
 def test_hint_patch_clipped_at_border_and_outside_rejected():
