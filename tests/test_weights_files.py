@@ -290,16 +290,21 @@ def test_set_bundle_info_keeps_the_hash_valid(bundle, tmp_path):
 
 
 def test_starter_bundle_loads_and_records_what_ran():
-    """The built-in starter's recorded history says what the training actually did: the full stage
-    ran at 3e-4 throughout (the --lr of the resume at step 5000 was not applied then)."""
+    """The built-in starter's recorded history says what the training actually did: v2 was fine-tuned
+    from v1, whose full stage ran at 3e-4 throughout (the --lr of the resume at step 5000 was not
+    applied then); it records its recommended decoding and the training prior of its rebalanced head."""
     from instcolor.models.bundle import bundle_info
     from instcolor.weights import STARTER_DIR
 
     if not (STARTER_DIR / "model.safetensors").is_file():
         pytest.skip(f"starter weights not installed at {STARTER_DIR}")
     load_bundle(STARTER_DIR)
-    full = bundle_info(STARTER_DIR)["stages"]["full"]
-    assert "3e-4 throughout" in full and "then 1e-4" not in full
+    info = bundle_info(STARTER_DIR)
+    v1 = info["stages"]["v1"]
+    assert "lr 3e-4" in v1 and "then 1e-4" not in v1
+    assert "fine-tuned from v1" in info["stages"]["full"]
+    assert info["decode"] == {"decode": "distribution", "temperature": 0.2}
+    assert len(info["class_rebalance"]["counts"]) == 529 and info["class_rebalance"]["mix"] == 0.5
 
 
 # ----------------------------------------------------------------------------- ONNX export folders
