@@ -7,7 +7,8 @@
 
 * **AnalyseStage** — lightness at processing size, scene cuts, optical flow, detector every N frames
   + tracker, hints, network inputs (crops, hint planes).
-* **NetsStage** — ``batch_size`` frames per pass of the nets (``run_batch`` of the colorizer's backend).
+* **NetsStage** — ``batch_size`` frames per pass of the nets (the colorizer's backend, decoded as the
+  colorizer decodes: regression, or distribution when the weights recommend it).
 * **ComposeStage** — temporal stabilisation of ab, then composition at full resolution with the
   input's own L (the same native op as :meth:`Colorizer.colorize`).
 
@@ -29,7 +30,7 @@ from typing import Iterable
 import numpy as np
 
 from .. import prepare as _prepare
-from ..pipeline import compose_result, prepare_image, run_batch
+from ..pipeline import compose_result, prepare_image
 from .flow import DisFlow, grey_histogram, grey_of_L, scene_distance
 from .hints import HintSchedule
 from .options import VideoOptions
@@ -154,14 +155,17 @@ class NetsStage(Stage):
 
     def __init__(self, colorizer, batch_size: int):
         super().__init__()
-        self.backend = colorizer.backend
+        self.colorizer = colorizer
         self.batch_size = batch_size
         self._pending: list[FrameItem] = []
 
     def _flush(self) -> list[FrameItem]:
         batch, self._pending = self._pending, []
         if batch:
-            for it, ab in zip(batch, run_batch(self.backend, [it.work.prepared for it in batch])):
+            c = self.colorizer   # the colorizer's own decoding (regression or distribution), as colorize does
+            prepared = [it.work.prepared for it in batch]
+            abs_, _ = c._infer(prepared, [None] * len(prepared), c.decode, c.temperature)
+            for it, ab in zip(batch, abs_):
                 it.work.ab = ab
         return batch
 
