@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError
+from .models.state import _OPTIONAL_SUFFIXES, _summarise, fit_problems
 from .models.arch import (BLEND_INNER_CHANNELS, BLOCK_NAMES, DOWN_BLOCKS, FEATURE_LEVELS, FEATURE_NAMES,
                           GLOBAL_INPUT_CHANNELS, NUM_CLASSES, RELU_FOLLOWED, SAME_BLOCKS, STAGE_INPUTS, UP_BLOCKS,
                           channels, feature_channels)
 
 KINDS = ("full", "instance", "fusion")
 IR_VERSION = 8  # what torch.onnx writes for opset 17; ONNX Runtime >= 1.14 and TensorRT 10 read it
-_OPTIONAL_SUFFIXES = (".num_batches_tracked",)  # absent from PyTorch < 0.4.1 files; unused in eval
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.2
 BUILDER = "onnx.helper"  # the manifest's "built_by" for exports made here
@@ -134,12 +134,6 @@ def state_shapes(kind: str, width: float, global_hints: bool = False) -> dict[st
 
 
 # ----------------------------------------------------------------------------- weights as arrays
-def _summarise(keys, limit: int = 8) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def _width_of(state: dict, source: str) -> float:
     w = state.get("model1.0.weight")
     if not isinstance(w, np.ndarray) or w.ndim != 4:
@@ -178,18 +172,8 @@ def check_states(states: dict, source: str = "weights", width: float | None = No
         if bad:
             raise CheckpointError(f"{where}: entries that are not real-valued arrays: {_summarise(map(str, bad), 4)}")
         expected = state_shapes(kind, widths[kind], any(k.startswith("global_net.") for k in state))
-        missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_SUFFIXES)]
-        unexpected = [k for k in state if k not in expected]
-        shapes = [f"{k} {tuple(state[k].shape)} != {v}" for k, v in expected.items()
-                  if k in state and tuple(state[k].shape) != v]
-        if missing or unexpected or shapes:
-            parts = []
-            if missing:
-                parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
-            if unexpected:
-                parts.append(f"unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
-            if shapes:
-                parts.append(f"shape mismatches ({len(shapes)}): {_summarise(shapes, 4)}")
+        parts = fit_problems({k: tuple(v) for k, v in expected.items()}, {k: tuple(v.shape) for k, v in state.items()})
+        if parts:
             raise CheckpointError(f"{where} does not fit the {kind} net: " + "; ".join(parts))
         arrays = {}
         for k in expected:

@@ -57,22 +57,30 @@ def check_tensor_dict(state, source: str) -> dict:
     return state
 
 
+def fit_problems(expected: dict, got: dict) -> list[str]:
+    """``expected`` / ``got``: {key: shape tuple} of a net and of a state dict -> the parts of a
+    "does not fit" message (missing keys, unexpected keys, shape mismatches); empty when they fit.
+    Keys ending in ``_OPTIONAL_SUFFIXES`` may be missing."""
+    missing = [k for k in expected if k not in got and not k.endswith(_OPTIONAL_SUFFIXES)]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {got[k]} != {v}" for k, v in expected.items() if k in got and got[k] != v]
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches ({len(shapes)}): {_summarise(shapes, 4)}")
+    return parts
+
+
 def load_state_dict_strict(module: nn.Module, state: dict, source: str = "checkpoint") -> None:
     """Load ``state`` into ``module``; every key must match by name and shape."""
     state = strip_module_prefix(check_tensor_dict(state, source))
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_SUFFIXES)]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches ({len(shapes)}): {_summarise(shapes, 4)}")
+    parts = fit_problems({k: tuple(v.shape) for k, v in expected.items()},
+                         {k: tuple(v.shape) for k, v in state.items()})
+    if parts:
         raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
     try:
         module.load_state_dict(dict(state), strict=False)
