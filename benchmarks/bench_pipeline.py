@@ -268,7 +268,8 @@ def main(argv=None):
                 rows.append((width, n, name, 1.0 / total, total * 1e3, t_det * 1e3, t_prep * 1e3, t_comp * 1e3, stages,
                              gflops, diff))
                 print(f"width {width:g} N={n} {name:12s} {1 / total:7.3f} img/s  {total * 1e3:9.1f} ms  "
-                      f"(first call {first * 1e3:.0f} ms)  max|dab| vs official {diff:.2e}", flush=True)
+                      f"(first call {first * 1e3:.0f} ms)  max|dab| vs official "
+                      f"{'(official not run)' if ref_ab is None else f'{diff:.2e}'}", flush=True)
     print("\n| width | N | backend | images/s | total ms | detector ms | prepare ms | instance net ms | fusion/full net ms | fuse ms | compose ms | GFLOP/img | max abs Δab vs official |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for width, n, name, ips, tot, det, prep, comp, st, gf, diff in rows:
@@ -277,7 +278,7 @@ def main(argv=None):
         fz = st.get("fuse")
         fmt = lambda v: "—" if v is None else f"{v * 1e3:.1f}"
         print(f"| {width:g} | {n} | {name} | {ips:.3f} | {tot:.0f} | {det:.1f} | {prep:.1f} | {fmt(inst)} | "
-              f"{fmt(fus) if name != 'official' else '—'} | {fmt(fz)} | {comp:.1f} | {gf:.1f} | {diff:.1e} |")
+              f"{fmt(fus) if name != 'official' else '—'} | {fmt(fz)} | {comp:.1f} | {gf:.1f} | {'—' if diff != diff else f'{diff:.1e}'} |")
     base = {(w, n): ips for w, n, name, ips, *_ in rows if name == "official"}
     for w, n, name, ips, *_ in rows:
         if name != "official" and (w, n) in base:

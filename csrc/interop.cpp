@@ -216,8 +216,11 @@ TensorView from_dlpack(py::handle obj, const char* name, Keep& keep, std::uintpt
 
 TensorView to_view(py::handle obj, const char* name, Keep& keep, std::uintptr_t stream) {
   if (obj.is_none()) throw_type(name, ": expected an array, got None");
-  if (PyObject_CheckBuffer(obj.ptr())) return from_buffer(obj, name, keep);
+  // The CUDA interface first: cupy >= 14 arrays also export the buffer protocol, which then fails
+  // ("Accessing a CuPy ndarray on CPU is not allowed"), and a device array must never be read as host
+  // memory. Host arrays (numpy, CPU torch tensors) do not expose __cuda_array_interface__.
   if (py::hasattr(obj, "__cuda_array_interface__")) return from_cai(obj, name, keep);
+  if (PyObject_CheckBuffer(obj.ptr())) return from_buffer(obj, name, keep);
   if (py::hasattr(obj, "__dlpack__")) return from_dlpack(obj, name, keep, stream);
   unsupported(obj, name);
 }

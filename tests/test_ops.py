@@ -715,3 +715,21 @@ def test_regression_malformed_inputs_name_the_argument():
             _native.lab_to_rgb(lab, fake)
         with pytest.raises(exc, match="^lab: "):
             _native.lab_to_rgb(fake, lab)
+
+
+def test_cuda_array_interface_wins_over_buffer_protocol():
+    """An array exposing both the buffer protocol and ``__cuda_array_interface__`` (cupy >= 14 does)
+    is device memory: the native ops must take the CUDA interface, never read it as host memory.
+    (Found on an H200: cupy 14's buffer export raised "Accessing a CuPy ndarray on CPU is not
+    allowed".) Here the interface points at no device memory, so the op must refuse it by name."""
+    from instcolor import _native
+
+    class DeviceLooking(np.ndarray):
+        @property
+        def __cuda_array_interface__(self):
+            return dict(version=3, shape=self.shape, typestr="<f4", data=(0, False), strides=None)
+
+    lab = np.zeros((1, 3, 2, 2), np.float32).view(DeviceLooking)
+    out = np.zeros((1, 3, 2, 2), np.float32)
+    with pytest.raises((ValueError, TypeError), match="^lab: "):
+        _native.lab_to_rgb(lab, out)
