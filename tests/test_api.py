@@ -198,3 +198,34 @@ def test_torch_backend_channels_last_same_output():
         a = Colorizer(fast).colorize(img, boxes=boxes, size=32)
         b = Colorizer(plain).colorize(img, boxes=boxes, size=32)
         np.testing.assert_allclose(a.ab, b.ab, atol=1e-5)
+
+
+def test_stages_equal_colorize_batch():
+    """prepare -> infer -> compose (what the server and video run in separate threads) gives the
+    pixels of colorize_batch, with boxes, hints and both decodings; errors name the problem."""
+    from instcolor import Colorizer, Hint, PreparedImage
+
+    c = Colorizer.from_pretrained(backend="onnxruntime")  # the starter: it has the classification head
+    imgs = [_img(40, 60, 1), _img(52, 44, 2), _img(33, 70, 3)]
+    boxes = [np.zeros((0, 4)), np.array([[3, 4, 30, 40], [10, 2, 40, 30]], np.float32), None]
+    hints = [(), (Hint(5, 6, rgb=(200, 30, 30), size=3),), ()]
+    for decode in ("regression", "distribution"):
+        want = c.colorize_batch(imgs, boxes, None, hints, size=64, decode=decode)
+        staged = [c.prepare(im, b, None, h, size=64) for im, b, h in zip(imgs, boxes, hints)]
+        assert all(isinstance(s, PreparedImage) and s.size == 64 for s in staged)
+        abs_ = c.infer(staged, decode=decode)
+        assert [a.shape for a in abs_] == [(2, 64, 64)] * 3
+        for s, ab, w in zip(staged, abs_, want):
+            got = c.compose(s, ab)
+            np.testing.assert_array_equal(got.rgb, w.rgb)
+            np.testing.assert_array_equal(got.rgb_processed, w.rgb_processed)
+            np.testing.assert_array_equal(got.boxes, w.boxes)
+            np.testing.assert_array_equal(c.compose(s, ab, processed=False).rgb, w.rgb)
+            assert c.compose(s, ab, processed=False).rgb_processed is None
+    assert c.infer([]) == []
+    with pytest.raises(ValueError, match="one processing size"):
+        c.infer([c.prepare(imgs[0], size=64), c.prepare(imgs[0], size=128)])
+    with pytest.raises(ValueError, match="2 prepared images but 3 global_hints"):
+        c.infer(staged[:2], global_hints=[None] * 3)
+    with pytest.raises(ValueError, match="size"):
+        c.prepare(imgs[0], size=30)

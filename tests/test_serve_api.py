@@ -50,6 +50,7 @@ class GatedColorizer:
         self.entered = threading.Event()
         self.batches = []
         self.images = []
+        self.threads = {"prepare": set(), "infer": set(), "compose": set()}
 
     @property
     def default_size(self):
@@ -69,6 +70,23 @@ class GatedColorizer:
         self.entered.set()
         assert self.gate.wait(60), "test gate never opened"
         return self.inner.colorize_batch(images, boxes, scores, hints, size=size)
+
+    # the stages the server runs (prepare and compose in its I/O pool, infer in its inference thread)
+    def prepare(self, *args, **kwargs):
+        self.threads["prepare"].add(threading.current_thread().name.split("_")[0])
+        return self.inner.prepare(*args, **kwargs)
+
+    def infer(self, prepared, *args, **kwargs):
+        self.threads["infer"].add(threading.current_thread().name.split("_")[0])
+        self.batches.append(len(prepared))
+        self.images.extend(p.prepared.image for p in prepared)
+        self.entered.set()
+        assert self.gate.wait(60), "test gate never opened"
+        return self.inner.infer(prepared, *args, **kwargs)
+
+    def compose(self, *args, **kwargs):
+        self.threads["compose"].add(threading.current_thread().name.split("_")[0])
+        return self.inner.compose(*args, **kwargs)
 
 
 class ThreadServer:
@@ -367,17 +385,44 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_pixels(server, gate
         np.testing.assert_array_equal(decode_png(r.content), want.rgb)
 
 
+def test_stages_run_in_their_threads_and_a_plain_colorizer_still_works(server, gated, colorizer):
+    """The inference thread runs only the nets; detection/preparation and composition run in the
+    I/O pool (so the nets never wait for them). A colorizer without the stage methods runs
+    colorize_batch whole, with the same pixels."""
+    from instcolor.serve.runner import ColorizeRunner, Job
+
+    for v in gated.threads.values():
+        v.clear()
+    img = photo(48, 36, 7)
+    r = httpx.post(server.url + "/v1/colorize", content=png(img), headers={"content-type": "image/png"}, timeout=60)
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(decode_png(r.content), colorizer.colorize(img, boxes=np.zeros((0, 4))).rgb)
+    assert gated.threads == {"prepare": {"instcolor-io"}, "infer": {"instcolor-infer"}, "compose": {"instcolor-io"}}
+
+    class Plain:  # colorize_batch only
+        default_size, detector = colorizer.default_size, None
+        colorize_batch = staticmethod(colorizer.colorize_batch)
+
+    runner = ColorizeRunner(Plain())
+    assert not runner.staged and ColorizeRunner(colorizer).staged
+    boxes = np.array([[4, 4, 30, 30]], np.float32)
+    for rr in (runner, ColorizeRunner(colorizer)):
+        out = rr.colorize([Job(img, 64), Job(img, 64, boxes=boxes)])
+        np.testing.assert_array_equal(out[0].rgb, colorizer.colorize(img, boxes=np.zeros((0, 4)), size=64).rgb)
+        np.testing.assert_array_equal(out[1].rgb, colorizer.colorize(img, boxes=boxes, size=64).rgb)
+        assert [len(o.boxes) for o in out] == [0, 1] and out[0].batch_size == 2
+
+
 def test_one_bad_request_in_a_batch_fails_alone(server, gated, colorizer, monkeypatch):
-    """A job that passes the checks but fails inside colorize_batch (here: a planted failure) is
+    """A job that passes the checks but fails inside the nets (here: a planted failure) is
     re-run alone; its batch-mates still get their pixels."""
     imgs = [photo(40, 32, 20 + i) for i in range(3)]
-    real = gated.inner.colorize_batch
+    real = gated.inner.infer
 
-    def flaky(images, boxes=None, scores=None, hints=None, size=None):
-        if any(im.shape == (32, 40, 3) and im[0, 0, 0] == imgs[1][0, 0, 0] and np.array_equal(im, imgs[1])
-               for im in images):
+    def flaky(prepared, *args, **kwargs):
+        if any(np.array_equal(p.prepared.image, imgs[1]) for p in prepared):
             raise ValueError("planted failure")
-        return real(images, boxes, scores, hints, size=size)
+        return real(prepared, *args, **kwargs)
 
     async def main():
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
@@ -392,7 +437,7 @@ def test_one_bad_request_in_a_batch_fails_alone(server, gated, colorizer, monkey
                 if server.service.batcher.depth == 3:
                     break
                 await asyncio.sleep(0.005)
-            monkeypatch.setattr(gated.inner, "colorize_batch", flaky)
+            monkeypatch.setattr(gated.inner, "infer", flaky)
             gated.gate.set()
             return await asyncio.gather(warm, *tasks)
 

@@ -9,7 +9,7 @@ import numpy as np
 from . import distribution as _distribution
 from . import prepare as _prepare
 from .global_hints import GlobalHints, stack_vectors
-from .pipeline import Batch, ColorizeResult, compose_result, native_ops, prepare_image, run_batch
+from .pipeline import Batch, ColorizeResult, PreparedImage, compose_result, native_ops, prepare_image, run_batch
 from .prepare import Hint, HintPlanes
 
 #: How the ab output is decoded: "regression" (the nets' regression head, the official output) or
@@ -175,13 +175,46 @@ class Colorizer:
                              f"{len(global_hints)} global_hints entries")
         for i, g in enumerate(global_hints):
             _check_global_hints(g, f"global_hints[{i}]")
-        prepared, meta = [], []
-        for i, (img, b, s, h) in enumerate(zip(images, boxes, scores, hints)):
-            p, keep_scores, keep_labels = self._prepare(img, b, s, h, size, name=_image_name(img, i))
-            prepared.append(p)
-            meta.append((keep_scores, keep_labels))
-        abs_, _ = self._infer(prepared, global_hints, decode, temperature)
-        return [compose_result(p, ab, *m, ops=self.ops) for p, ab, m in zip(prepared, abs_, meta)]
+        staged = [PreparedImage(*self._prepare(img, b, s, h, size, name=_image_name(img, i)))
+                  for i, (img, b, s, h) in enumerate(zip(images, boxes, scores, hints))]
+        abs_, _ = self._infer([st.prepared for st in staged], global_hints, decode, temperature)
+        return [self.compose(st, ab) for st, ab in zip(staged, abs_)]
+
+    # ------------------------------------------------------------------ stages
+    # colorize_batch = prepare (each image) -> infer (the batch) -> compose (each image). A pipeline
+    # (the server, video) runs the stages in different threads so that the nets never wait for the
+    # CPU-side work; the pixels are those of colorize_batch.
+    def prepare(self, image, boxes=None, scores=None, hints: Sequence[Hint] | HintPlanes = (),
+                size: int | None = None, name: str = "image") -> PreparedImage:
+        """Detection (``boxes=None`` with a detector) and preparation of one image for
+        :meth:`infer`; arguments as in :meth:`colorize`. Safe to call from several threads."""
+        size = _prepare.check_size(self.default_size if size is None else size)
+        return PreparedImage(*self._prepare(image, boxes, scores, hints, size, name=name))
+
+    def infer(self, prepared: Sequence[PreparedImage], global_hints=None, decode: str | None = None,
+              temperature: float | None = None) -> list[np.ndarray]:
+        """The nets on prepared images of one processing size S, in one batch -> the ab of each,
+        (2, S, S) float32 normalised (Lab ab / 110), decoded as ``decode``/``temperature`` say
+        (None: the colorizer's defaults). ``global_hints``: one GlobalHints for all, or a list."""
+        decode, temperature = self._decoding(decode, temperature)
+        n = len(prepared)
+        if global_hints is None or isinstance(global_hints, GlobalHints):
+            global_hints = [global_hints] * n
+        else:
+            global_hints = list(global_hints)
+        if len(global_hints) != n:
+            raise ValueError(f"{n} prepared images but {len(global_hints)} global_hints entries")
+        for i, g in enumerate(global_hints):
+            _check_global_hints(g, f"global_hints[{i}]")
+        if not n:
+            return []
+        return self._infer([st.prepared for st in prepared], global_hints, decode, temperature)[0]
+
+    def compose(self, prepared: PreparedImage, ab: np.ndarray, processed: bool = True) -> ColorizeResult:
+        """The input's own lightness + ``ab`` (2, S, S) from :meth:`infer` -> the result of
+        :meth:`colorize`. ``processed=False`` skips ``rgb_processed`` (None then)."""
+        return compose_result(prepared.prepared, ab, prepared.scores, prepared.labels, ops=self.ops,
+                              processed=processed)
 
     # ------------------------------------------------------------------ suggestions
     def suggest_colors(self, image, x: float, y: float, k: int = 8, size: int | None = None, boxes=None,

@@ -134,11 +134,29 @@ class ColorizeResult:
     scores (N,) float32 or None; labels (N,) int64 or None (detector class indices)."""
 
     rgb: np.ndarray
-    rgb_processed: np.ndarray
+    rgb_processed: np.ndarray | None  # None only from compose(..., processed=False)
     ab: np.ndarray
     boxes: np.ndarray
     scores: np.ndarray | None = None
     labels: np.ndarray | None = None
+
+
+@dataclass
+class PreparedImage:
+    """One image after detection and preparation, before the nets (what
+    :meth:`instcolor.Colorizer.prepare` returns): ``prepared`` the nets' inputs at processing size
+    S (:class:`instcolor.prepare.Prepared`; ``prepared.image`` is the (H, W, 3) uint8 input and
+    ``prepared.boxes`` the (N, 4) int64 boxes used, in order); ``scores`` (N,) float32 or None;
+    ``labels`` (N,) int64 or None (detector class indices)."""
+
+    prepared: _prepare.Prepared
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        """The processing size S (images of one :meth:`instcolor.Colorizer.infer` call share it)."""
+        return self.prepared.size
 
 
 class NativeUnavailableError(ImportError, ValueError):
@@ -217,11 +235,15 @@ def run_batch(backend, prepared: list[_prepare.Prepared], global_input: np.ndarr
     return [ab[i] for i in range(len(prepared))]
 
 
-def compose_result(p: _prepare.Prepared, ab: np.ndarray, scores=None, labels=None, ops=None) -> ColorizeResult:
-    """Step 5 with the native kernels (``ops``) or, with ``ops=None``, the reference."""
+def compose_result(p: _prepare.Prepared, ab: np.ndarray, scores=None, labels=None, ops=None,
+                   processed: bool = True) -> ColorizeResult:
+    """Step 5 with the native kernels (``ops``) or, with ``ops=None``, the reference.
+    ``processed=False`` skips the (S, S, 3) picture (``rgb_processed`` is then None)."""
     if ops is None:
-        rgb, processed = _compose.compose_reference(p.image, ab), _compose.compose_processed_reference(p.full_L, ab)
+        rgb = _compose.compose_reference(p.image, ab)
+        small = _compose.compose_processed_reference(p.full_L, ab) if processed else None
     else:
         ab = np.ascontiguousarray(ab, np.float32)
-        rgb, processed = ops.compose(p.image, ab), ops.compose_processed(p.full_L, ab)
-    return ColorizeResult(rgb=rgb, rgb_processed=processed, ab=ab, boxes=p.boxes, scores=scores, labels=labels)
+        rgb = ops.compose(p.image, ab)
+        small = ops.compose_processed(p.full_L, ab) if processed else None
+    return ColorizeResult(rgb=rgb, rgb_processed=small, ab=ab, boxes=p.boxes, scores=scores, labels=labels)

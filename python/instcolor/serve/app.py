@@ -140,14 +140,20 @@ class Service:
             raise RequestTimeout(f"the request body did not arrive within {self.settings.timeout_s:g} s "
                                  f"(--timeout-s)", headers={"Connection": "close"}) from None
 
-    async def colorize(self, request, data: bytes, name: str, opts, deadline: float):
-        """Decode ``data`` (thread pool), check the options against the image, queue the job and
-        wait for its result (dropped from the queue if the client leaves) -> (JobResult, DecodedImage)."""
-        decoded = await self.in_pool(decode_image, data, name, self.pixel_limit)
+    def _ingest(self, data: bytes, name: str, opts):
+        """Decode, check the options against the image, detect and prepare (one thread-pool call)
+        -> (DecodedImage, Job ready for the nets)."""
+        decoded = decode_image(data, name, self.pixel_limit)
         job = Job(decoded.rgb, size=opts.size or self.runner.default_size, boxes=opts.boxes, scores=opts.scores,
                   hints=opts.hints, detect=opts.detect)
-        check_job(job)
+        return decoded, self.runner.prepare(check_job(job))
+
+    async def colorize(self, request, data: bytes, name: str, opts, deadline: float):
+        """Decode and prepare ``data`` (thread pool), queue the job for the nets and wait for them
+        (dropped from the queue if the client leaves), compose (thread pool) -> (JobResult, DecodedImage)."""
+        decoded, job = await self.in_pool(self._ingest, data, name, opts)
         result = await until_done_or_gone(request, self.batcher.submit(job, key=job.size, deadline=deadline))
+        result = await self.in_pool(self.runner.finish, job, result)
         request.state.instcolor_log = (f"batch={result.batch_size} size={job.size} {decoded.size[0]}x{decoded.size[1]} "
                                        f"boxes={len(result.boxes)}")
         return result, decoded

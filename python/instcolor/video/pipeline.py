@@ -30,7 +30,7 @@ from typing import Iterable
 import numpy as np
 
 from .. import prepare as _prepare
-from ..pipeline import compose_result, prepare_image
+from ..pipeline import PreparedImage, compose_result, prepare_image
 from .flow import DisFlow, grey_histogram, grey_of_L, scene_distance
 from .hints import HintSchedule
 from .options import VideoOptions
@@ -162,9 +162,8 @@ class NetsStage(Stage):
     def _flush(self) -> list[FrameItem]:
         batch, self._pending = self._pending, []
         if batch:
-            c = self.colorizer   # the colorizer's own decoding (regression or distribution), as colorize does
-            prepared = [it.work.prepared for it in batch]
-            abs_, _ = c._infer(prepared, [None] * len(prepared), c.decode, c.temperature)
+            # the colorizer's own decoding (regression or distribution), as colorize does
+            abs_ = self.colorizer.infer([PreparedImage(it.work.prepared) for it in batch])
             for it, ab in zip(batch, abs_):
                 it.work.ab = ab
         return batch
@@ -201,10 +200,7 @@ class ComposeStage(Stage):
                 self.stabilizer.reset()
             ab = self.stabilizer.push(ab, w.grey, w.flows)
             self.stabilize_s += time.perf_counter() - t0
-        if self.ops is not None:  # what compose_result does for .rgb, without the unused S x S picture
-            item.out = self.ops.compose(w.prepared.image, np.ascontiguousarray(ab, np.float32))
-        else:
-            item.out = compose_result(w.prepared, ab, w.scores, w.labels, ops=None).rgb
+        item.out = compose_result(w.prepared, ab, w.scores, w.labels, ops=self.ops, processed=False).rgb
         item.rgb = None
         item.work = None
         return [item]
