@@ -12,6 +12,7 @@
 
 #include "interop.h"
 #include "ops/compose.h"
+#include "ops/cpu/srgb_u8.h"
 #include "ops/cuda_info.h"
 #include "ops/fuse_instances.h"
 #include "ops/lab_to_rgb.h"
@@ -144,6 +145,12 @@ PYBIND11_MODULE(_native, m) {
      py::arg("inst_image"), py::arg("out"), py::arg("stream") = 0,
      "One fusion blend; box_info (M, 6) and inst_image (M,) int64 host arrays.");
 
+  m.def("_srgb_u8_mismatches", [](uint32_t lo, uint32_t hi) {
+    if (lo > hi || hi > 0x3f800000u) throw py::value_error("_srgb_u8_mismatches: need lo <= hi <= bits of 1.0f");
+    py::gil_scoped_release release;
+    return instcolor::color::srgb_u8_mismatches(lo, hi);
+  }, "Check of the CPU compose's pow-free sRGB quantisation: floats with bit patterns in [lo, hi] "
+     "(within [0, 1]) where it differs from to_u8(linear_to_srgb(v)).");
   m.def("compose", [](py::object image, py::object ab, py::object out, std::uintptr_t stream) {
     Keep k;
     const TensorView iv = to_view(image, "image", k, stream), av = to_view(ab, "ab", k, stream),

@@ -733,3 +733,29 @@ def test_cuda_array_interface_wins_over_buffer_protocol():
     out = np.zeros((1, 3, 2, 2), np.float32)
     with pytest.raises((ValueError, TypeError), match="^lab: "):
         _native.lab_to_rgb(lab, out)
+
+
+def test_compose_srgb_quantisation_without_pow_is_exact():
+    """The CPU compose turns linear RGB into 8-bit sRGB with 255 precomputed step positions instead
+    of a powf per channel. It must equal to_u8(linear_to_srgb(v)) for every float: checked here
+    exhaustively over [0.002, 1] (both branches and the switch at 0.0031308; about 80 million
+    floats). The whole of [0, 1] (1,065,353,217 floats) gave 0 mismatches too:
+    ``_native._srgb_u8_mismatches(0, 0x3f800000)``. Out-of-range values are covered by the compose
+    tests against the reference (NaN, negative, > 1, huge)."""
+    import struct
+
+    from instcolor import _native
+
+    bits = struct.unpack("<I", struct.pack("<f", 0.002))[0]
+    assert _native._srgb_u8_mismatches(bits, 0x3F800000) == 0
+    with pytest.raises(ValueError):
+        _native._srgb_u8_mismatches(0, 0x3F800001)
+    # out of range and special values through compose_processed, against the reference
+    from instcolor import compose as compose_ref
+
+    L = np.array([[[0.5, -0.5, 0.0, 0.2, 0.45, np.nan, 0.0, 0.3]]], np.float32)
+    ab = np.array([[[0.0, 0.0, 1.5, -1.5, 3.0, 0.0, np.inf, 1e30]],
+                   [[0.0, 0.0, -1.5, 1.5, -3.0, 0.0, 0.0, -1e30]]], np.float32)
+    got = ops.compose_processed(L, ab)
+    want = compose_ref.compose_processed_reference(L, ab)
+    np.testing.assert_array_equal(got, want)

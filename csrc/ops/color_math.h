@@ -131,8 +131,8 @@ IC_HD float linear_to_srgb(float v) {
   return lin;
 }
 
-// Normalised Lab -> sRGB (clamped at 0 only, the official lab2rgb).
-IC_HD void norm_lab_to_rgb(float Ln, float an, float bn, float& r, float& g, float& b) {
+// Normalised Lab -> linear RGB, clamped at 0 (the official lab2rgb before its gamma).
+IC_HD void norm_lab_to_linear_rgb(float Ln, float an, float bn, float& r, float& g, float& b) {
   const float L = fadd(fmul(Ln, IC_F(100.0)), IC_F(50.0));
   const float a = fmul(an, IC_F(110.0));
   const float bb = fmul(bn, IC_F(110.0));
@@ -145,9 +145,17 @@ IC_HD void norm_lab_to_rgb(float Ln, float an, float bn, float& r, float& g, flo
   const float rl = fsub(fsub(fmul(IC_F(3.24048134), x), fmul(IC_F(1.53715152), y)), fmul(IC_F(0.49853633), z));
   const float gl = fadd(fadd(fmul(IC_F(-0.96925495), x), fmul(IC_F(1.87599), y)), fmul(IC_F(0.04155593), z));
   const float bl = fadd(fsub(fmul(IC_F(0.05564664), x), fmul(IC_F(0.20404134), y)), fmul(IC_F(1.05731107), z));
-  r = linear_to_srgb(clamp_min0(rl));
-  g = linear_to_srgb(clamp_min0(gl));
-  b = linear_to_srgb(clamp_min0(bl));
+  r = clamp_min0(rl);
+  g = clamp_min0(gl);
+  b = clamp_min0(bl);
+}
+
+// Normalised Lab -> sRGB (clamped at 0 only, the official lab2rgb).
+IC_HD void norm_lab_to_rgb(float Ln, float an, float bn, float& r, float& g, float& b) {
+  norm_lab_to_linear_rgb(Ln, an, bn, r, g, b);
+  r = linear_to_srgb(r);
+  g = linear_to_srgb(g);
+  b = linear_to_srgb(b);
 }
 
 // Clamp to [0, 1], round(x * 255) half to even (the official img_as_ubyte). NaN -> 0.

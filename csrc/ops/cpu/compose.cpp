@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "ops/color_math.h"
+#include "ops/cpu/srgb_u8.h"
 
 namespace instcolor {
 namespace ops {
@@ -16,6 +17,7 @@ void compose_cpu(const TensorView& image, const TensorView& ab, const TensorView
   std::vector<color::LinearTap> tx(static_cast<size_t>(W));
   for (int64_t x = 0; x < W; ++x) tx[x] = color::linear_tap(static_cast<int>(x), static_cast<int>(w), static_cast<int>(W), sx);
   const color::LinearLut& lut = color::linear_lut();
+  const color::SrgbU8Steps& steps = color::srgb_u8_steps();
   const uint8_t* img = image.ptr<uint8_t>();
   const float* A = ab.ptr<float>();
   const float* Bp = A + h * w;
@@ -32,10 +34,10 @@ void compose_cpu(const TensorView& image, const TensorView& ab, const TensorView
       const float bv = ty.l0 * (t.l0 * b0[t.i0] + t.l1 * b0[t.i1]) + ty.l1 * (t.l0 * b1[t.i0] + t.l1 * b1[t.i1]);
       const float Ln = color::linear_to_norm_L(lut.v[src[3 * x]], lut.v[src[3 * x + 1]], lut.v[src[3 * x + 2]]);
       float r, g, b;
-      color::norm_lab_to_rgb(Ln, av, bv, r, g, b);
-      dst[3 * x + 0] = color::to_u8(r);
-      dst[3 * x + 1] = color::to_u8(g);
-      dst[3 * x + 2] = color::to_u8(b);
+      color::norm_lab_to_linear_rgb(Ln, av, bv, r, g, b);
+      dst[3 * x + 0] = color::srgb_u8(r, steps);
+      dst[3 * x + 1] = color::srgb_u8(g, steps);
+      dst[3 * x + 2] = color::srgb_u8(b, steps);
     }
   }
 }
@@ -47,13 +49,14 @@ void compose_processed_cpu(const TensorView& L, const TensorView& ab, const Tens
   const float* l = L.ptr<float>();
   const float* a = ab.ptr<float>();
   uint8_t* o = out.ptr<uint8_t>();
+  const color::SrgbU8Steps& steps = color::srgb_u8_steps();
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < HW; ++p) {
     float r, g, b;
-    color::norm_lab_to_rgb(l[p], a[p], a[HW + p], r, g, b);
-    o[3 * p + 0] = color::to_u8(r);
-    o[3 * p + 1] = color::to_u8(g);
-    o[3 * p + 2] = color::to_u8(b);
+    color::norm_lab_to_linear_rgb(l[p], a[p], a[HW + p], r, g, b);
+    o[3 * p + 0] = color::srgb_u8(r, steps);
+    o[3 * p + 1] = color::srgb_u8(g, steps);
+    o[3 * p + 2] = color::srgb_u8(b, steps);
   }
 }
 
