@@ -10,6 +10,10 @@
 #include <cstdint>
 #include <string>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "interop.h"
 #include "ops/compose.h"
 #include "ops/cpu/srgb_u8.h"
@@ -145,6 +149,20 @@ PYBIND11_MODULE(_native, m) {
      py::arg("inst_image"), py::arg("out"), py::arg("stream") = 0,
      "One fusion blend; box_info (M, 6) and inst_image (M,) int64 host arrays.");
 
+  m.def("set_cpu_threads", [](int n) {
+    if (n < 1) throw py::value_error("set_cpu_threads: n must be >= 1, got " + std::to_string(n));
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+  }, "Threads of the CPU kernels' parallel loops started from the calling thread (OpenMP's per-thread "
+     "setting; other threads keep theirs). No-op in a build without OpenMP.");
+  m.def("cpu_threads", []() -> int {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  }, "Threads the CPU kernels' parallel loops would use when started from the calling thread.");
   m.def("_srgb_u8_mismatches", [](uint32_t lo, uint32_t hi) {
     if (lo > hi || hi > 0x3f800000u) throw py::value_error("_srgb_u8_mismatches: need lo <= hi <= bits of 1.0f");
     py::gil_scoped_release release;

@@ -213,3 +213,32 @@ def test_cli_and_package_import_neither_pyav_nor_opencv():
             "bad = [m for m in ('av', 'cv2') if m in sys.modules]; assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_helper_threads_option_sets_the_stage_threads():
+    """helper_threads: validated; a helper stage sets its own thread's CPU-kernel threads (not the
+    caller's), 0 leaves the default."""
+    import threading
+
+    from instcolor import Colorizer, ops
+    from instcolor.video.options import VideoError, VideoOptions
+    from instcolor.video.pipeline import ComposeStage
+
+    for bad in (-1, 1.5, True, 1000):
+        with pytest.raises(VideoError, match="helper_threads"):
+            VideoOptions(helper_threads=bad)
+    c = Colorizer.from_pretrained(backend="onnxruntime")
+    if c.ops is None:
+        pytest.skip("the native kernels are not built")
+    before = ops.cpu_threads()
+    seen = {}
+    for n in (1, 0):
+        stage = ComposeStage(c, VideoOptions(helper_threads=n, stabilize="none"))
+
+        def run():
+            stage.start()
+            seen[n] = ops.cpu_threads()
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+    assert seen == {1: 1, 0: before} and ops.cpu_threads() == before

@@ -55,12 +55,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import _native  # noqa: E402
 
 __all__ = [
-    "MAX_INSTANCES", "cuda_compiled", "cuda_available", "cuda_unavailable_reason",
+    "MAX_INSTANCES", "set_cpu_threads", "cpu_threads", "cuda_compiled", "cuda_available", "cuda_unavailable_reason",
     "rgb_to_lab", "lab_to_rgb", "roi_crop_resize", "fuse_instances", "compose", "compose_processed",
 ]
 
 #: Instances per image accepted by :func:`fuse_instances` (the official ``box_num``).
 MAX_INSTANCES: int = int(_native.max_instances)
+
+
+def set_cpu_threads(n: int) -> None:
+    """Threads of the CPU kernels started from the calling thread (an OpenMP setting of that thread
+    alone: a pipeline stage can run its kernels on one core while the nets use the others)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"set_cpu_threads: n must be an int >= 1, got {n!r}")
+    _native.set_cpu_threads(int(n))
+
+
+def cpu_threads() -> int:
+    """Threads the CPU kernels use when started from the calling thread."""
+    return int(_native.cpu_threads())
 
 
 def cuda_compiled() -> bool:

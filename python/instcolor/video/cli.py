@@ -49,6 +49,9 @@ def add_video_parsers(subparsers) -> None:
                    help="x264/x265 speed preset (ultrafast .. veryslow): at a given --crf the quality is about the "
                         "same, slower presets give smaller files (veryfast: about half the size, 3x the encoding time)")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="frames per pass of the nets")
+    p.add_argument("--helper-threads", type=int, default=1, metavar="N",
+                   help="threads of each stage besides the nets: decoder, encoder, flow, CPU kernels "
+                        "(default 1, so that they leave the cores to the nets; 0: their own defaults)")
     p.add_argument("--fps", type=float, default=25.0, metavar="F",
                    help="frame rate of a folder of frames (video files keep their own timestamps)")
     p.add_argument("--no-audio", action="store_true", help="leave out the audio and subtitle streams")
@@ -82,7 +85,8 @@ def _options(args):
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     try:
         return VideoOptions(size=args.size, detect_every=args.detect_every, max_instances=args.max_instances,
-                            stabilize=args.stabilize, batch_size=args.batch_size, codec=args.codec, crf=args.crf,
+                            stabilize=args.stabilize, batch_size=args.batch_size,
+                            helper_threads=args.helper_threads, codec=args.codec, crf=args.crf,
                             preset=args.preset, fps=args.fps, copy_streams=not args.no_audio,
                             progress=not args.no_progress)
     except VideoError as e:

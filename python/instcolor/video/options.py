@@ -34,6 +34,10 @@ class VideoOptions:
                       a new scene: stabiliser, tracker and tracked hints restart
       batch_size      frames per pass of the nets
       queue_size      bound of every queue between the stages (frames held at once ~ stages x this)
+      helper_threads  threads of each stage other than the nets: the decoder, the encoder, OpenCV's
+                      flow and the CPU kernels of analysis and composition (0: their own defaults,
+                      usually all cores). The nets keep the backend's threads; on a small CPU one
+                      thread per helper stops them from fighting the nets for the cores.
     Output (files)
       codec, crf, preset, pix_fmt   video encoder; crf None = the codec's default in CRF_CODECS;
                       pix_fmt None = yuv420p (yuv444p for odd sizes)
@@ -51,6 +55,7 @@ class VideoOptions:
     scene_threshold: float = 0.5
     batch_size: int = 4
     queue_size: int = 4
+    helper_threads: int = 1
     codec: str = "libx264"
     crf: int | None = None
     preset: str | None = "ultrafast"
@@ -80,6 +85,9 @@ class VideoOptions:
             bad(f"scene_threshold must be in (0, 1], got {self.scene_threshold!r}")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
             bad(f"batch_size must be in 1..64, got {self.batch_size!r}")
+        if isinstance(self.helper_threads, bool) or not isinstance(self.helper_threads, int) \
+                or not 0 <= self.helper_threads <= 256:
+            bad(f"helper_threads must be in 0..256, got {self.helper_threads!r}")
         if not isinstance(self.queue_size, int) or not 1 <= self.queue_size <= 256:
             bad(f"queue_size must be in 1..256, got {self.queue_size!r}")
         if not (float(self.fps) > 0 and float(self.fps) <= 1000):

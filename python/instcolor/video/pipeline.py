@@ -59,10 +59,18 @@ class Work:
 
 class Stage:
     name = "stage"
+    cpu_threads = 0  # threads of the CPU kernels this stage's thread starts (0: leave the default)
 
     def __init__(self):
         self.busy_s = 0.0
         self.frames = 0
+
+    def start(self) -> None:
+        """Called once in the stage's own thread before its first item."""
+        if self.cpu_threads:
+            from .. import ops
+
+            ops.set_cpu_threads(self.cpu_threads)
 
     def process(self, item: FrameItem) -> list[FrameItem]:
         raise NotImplementedError
@@ -85,6 +93,8 @@ class AnalyseStage(Stage):
         self.hints = hints or HintSchedule()
         self.need_flow = options.stabilize == "flow" or self.detector is not None or self.hints.needs_flow
         self.flow = DisFlow(options.flow_preset) if self.need_flow else None
+        self.cpu_threads = options.helper_threads if self.ops is not None else 0
+        self.cv2_threads = options.helper_threads
         self.tracker = BoxTracker(max_tracks=options.max_instances) if self.detector is not None else None
         self.schedule = DetectionSchedule(options.detect_every)
         self._prev_grey = None
@@ -93,6 +103,13 @@ class AnalyseStage(Stage):
         self.detections = 0
         self.detect_s = 0.0
         self.flow_s = 0.0
+
+    def start(self) -> None:
+        super().start()
+        if self.cv2_threads and (self.flow is not None or self.need_flow):
+            from .flow import _cv2
+
+            _cv2().setNumThreads(self.cv2_threads)  # OpenCV's setting is global: flow and remap use it
 
     def _full_L(self, img: np.ndarray) -> np.ndarray:
         if self.ops is not None:
@@ -186,6 +203,7 @@ class ComposeStage(Stage):
     def __init__(self, colorizer, options: VideoOptions):
         super().__init__()
         self.ops = colorizer.ops
+        self.cpu_threads = options.helper_threads if self.ops is not None else 0
         self.stabilizer = FlowStabilizer(options.blend) if options.stabilize == "flow" else None
         self.stabilize_s = 0.0
 
@@ -268,6 +286,8 @@ class StageRunner:
 
     def _run_stage(self, stage: Stage, inq: queue.Queue, out: queue.Queue) -> None:
         try:
+            if hasattr(stage, "start"):  # Stage subclasses; any object with process/finish works
+                stage.start()
             while True:
                 item = self._get(inq)
                 if item is _END:

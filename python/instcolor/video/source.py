@@ -99,7 +99,8 @@ def _parse_duration_tag(text) -> float | None:
 class FileSource:
     """A video file decoded with PyAV (frame threading on); one thread may iterate it."""
 
-    def __init__(self, path: str | os.PathLike, copy_streams: bool = True):
+    def __init__(self, path: str | os.PathLike, copy_streams: bool = True, threads: int = 0):
+        self._threads = threads  # decoder threads (0: FFmpeg's default)
         try:
             import av
         except ImportError as e:
@@ -134,6 +135,8 @@ class FileSource:
         if cc is None or not cc.width or not cc.height:
             raise VideoError(f"{name}: the video stream cannot be decoded (unknown codec or no frame size)")
         vs.thread_type = "AUTO"
+        if self._threads:
+            vs.thread_count = self._threads
         self._vs = vs
         copy = [s for s in c.streams if s.type in COPY_TYPES and s.codec_context is not None] if copy_streams else []
         count = vs.frames if vs.frames and vs.frames > 0 else None
@@ -326,7 +329,7 @@ def open_source(path: str | os.PathLike, options) -> FileSource | FolderSource:
     p = Path(path)
     if p.is_dir():
         return FolderSource(p, fps=options.fps)
-    return FileSource(p, copy_streams=options.copy_streams)
+    return FileSource(p, copy_streams=options.copy_streams, threads=getattr(options, "helper_threads", 0))
 
 
 def frames_per_second(info: VideoInfo) -> float | None:
