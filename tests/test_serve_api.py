@@ -51,6 +51,7 @@ class GatedColorizer:
         self.batches = []
         self.images = []
         self.threads = {"prepare": set(), "infer": set(), "compose": set()}
+        self.kernel_threads = set()  # ops.cpu_threads() seen by compose
 
     @property
     def default_size(self):
@@ -85,7 +86,10 @@ class GatedColorizer:
         return self.inner.infer(prepared, *args, **kwargs)
 
     def compose(self, *args, **kwargs):
+        from instcolor import ops
+
         self.threads["compose"].add(threading.current_thread().name.split("_")[0])
+        self.kernel_threads.add(ops.cpu_threads())
         return self.inner.compose(*args, **kwargs)
 
 
@@ -398,6 +402,7 @@ def test_stages_run_in_their_threads_and_a_plain_colorizer_still_works(server, g
     assert r.status_code == 200, r.text
     np.testing.assert_array_equal(decode_png(r.content), colorizer.colorize(img, boxes=np.zeros((0, 4))).rgb)
     assert gated.threads == {"prepare": {"instcolor-io"}, "infer": {"instcolor-infer"}, "compose": {"instcolor-io"}}
+    assert gated.kernel_threads == {1}  # the I/O pool's kernels leave the other cores to the nets
 
     class Plain:  # colorize_batch only
         default_size, detector = colorizer.default_size, None

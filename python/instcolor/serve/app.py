@@ -39,6 +39,16 @@ def default_loader(settings: ServeSettings):
                                      detector=detector)
 
 
+def _one_kernel_thread() -> None:
+    """I/O pool threads run the CPU kernels of preparation and composition on one core each: several
+    requests are in flight at once, and the nets' threads need the other cores."""
+    try:
+        from .. import ops
+    except ImportError:  # no native kernels: nothing to set
+        return
+    ops.set_cpu_threads(1)
+
+
 class Service:
     """What the routes share: settings, metrics, the thread pool for parsing/decoding/encoding, the
     runner and batcher once the model is loaded, and the readiness flag."""
@@ -63,7 +73,8 @@ class Service:
     async def start(self, background: bool) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.pool = ThreadPoolExecutor(self.settings.io_threads, thread_name_prefix="instcolor-io")
+        self.pool = ThreadPoolExecutor(self.settings.io_threads, thread_name_prefix="instcolor-io",
+                                       initializer=_one_kernel_thread)
         self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="instcolor-infer")
         if background:
             self._load_task = asyncio.get_running_loop().create_task(self._load(), name="instcolor-load")
