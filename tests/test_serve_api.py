@@ -397,6 +397,7 @@ def test_stages_run_in_their_threads_and_a_plain_colorizer_still_works(server, g
 
     for v in gated.threads.values():
         v.clear()
+    gated.kernel_threads.clear()
     img = photo(48, 36, 7)
     r = httpx.post(server.url + "/v1/colorize", content=png(img), headers={"content-type": "image/png"}, timeout=60)
     assert r.status_code == 200, r.text
