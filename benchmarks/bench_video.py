@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="*", default=["none", "flow", "none+det", "flow+det"],
                     help="end-to-end configurations: none | flow, optionally +det")
     ap.add_argument("--batch-size", type=int, default=4, help="frames per pass of the nets")
+    ap.add_argument("--helper-threads", type=int, nargs="+", default=[1],
+                    help="VideoOptions.helper_threads values to run each config with (default 1; e.g. 1 0 "
+                         "compares one thread per helper stage with the libraries' defaults)")
     ap.add_argument("--no-quality", action="store_true", help="skip eval-video of the outputs")
     ap.add_argument("--json", default=None, help="write all results as JSON")
     args = ap.parse_args(argv)
@@ -150,13 +153,15 @@ def main(argv=None) -> int:
                "bare_colorize_detector_fps": ref_det, "runs": {}}
         print(f"{clip}: {n} frames {w}x{h}; bare colorize {ref:.2f} fps"
               + (f", with detector on every frame {ref_det:.2f} fps" if ref_det else ""), file=sys.stderr)
-        for cfg in args.configs:
+        for cfg, threads in [(c, t) for c in args.configs for t in args.helper_threads]:
             stab, _, det = cfg.partition("+")
             if det and detector is None:
                 continue
             colorizer.detector = detector if det else None
-            opts = VideoOptions(stabilize=stab, detect_every=5, batch_size=args.batch_size)
-            out = tmp / f"{Path(clip).stem}_{cfg}.mp4"
+            opts = VideoOptions(stabilize=stab, detect_every=5, batch_size=args.batch_size, helper_threads=threads)
+            if len(args.helper_threads) > 1:
+                cfg = f"{cfg} t{threads}"
+            out = tmp / f"{Path(clip).stem}_{cfg.replace(' ', '_')}.mp4"
             with RssSampler() as rss:
                 r = colorize_file(src, out, colorizer, opts)
             colorizer.detector = None
