@@ -156,18 +156,57 @@ def _target(params) -> str:
     return "/v1/colorize" + ("?" + urlencode(params) if params else "")
 
 
-async def closed_loop(url, bodies, params, clients, duration, max_requests, limits=None, client_kind="raw"):
+class LoadClient:
+    """``post(body)`` -> the status code, or the name of the transport error; a pool of keep-alive
+    connections (raw: :class:`RawHTTP`, or one httpx.AsyncClient), opened as needed."""
+
+    def __init__(self, url: str, params, kind: str = "raw", max_connections: int = 256):
+        self.url, self.params, self.kind, self.max_connections = url, params, kind, max_connections
+        self.target = _target(params)
+        self._idle: list[RawHTTP] = []
+        self._httpx = None
+
+    async def __aenter__(self):
+        if self.kind == "httpx":
+            import httpx
+
+            n = self.max_connections
+            self._httpx = httpx.AsyncClient(base_url=self.url, timeout=120, limits=httpx.Limits(
+                max_connections=n, max_keepalive_connections=n))
+        return self
+
+    async def __aexit__(self, *exc):
+        if self._httpx is not None:
+            await self._httpx.aclose()
+        for conn in self._idle:
+            conn.close()
+
+    async def post(self, body: bytes):
+        if self._httpx is not None:
+            import httpx
+
+            try:
+                r = await self._httpx.post("/v1/colorize", content=body, params=self.params,
+                                           headers={"content-type": "image/jpeg"})
+                return r.status_code
+            except httpx.TransportError as e:
+                return type(e).__name__
+        conn = self._idle.pop() if self._idle else RawHTTP(self.url, self.target)
+        try:
+            code = await conn.post(body)
+        except ConnectionError:
+            return "ConnectionError"
+        self._idle.append(conn)
+        return code
+
+
+async def closed_loop(url, bodies, params, clients, duration, max_requests, client_kind="raw"):
     """C clients each sending the next photo as soon as the previous answer came -> (latencies of 200s,
     status counts, elapsed seconds)."""
-    if client_kind == "raw":
-        return await _closed_loop_raw(url, bodies, params, clients, duration, max_requests)
-    import httpx
-
     lat, status = [], Counter()
     sent = 0
     end = time.perf_counter() + duration
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits or httpx.Limits(
-            max_connections=clients + 4, max_keepalive_connections=clients + 4)) as c:
+    async with LoadClient(url, params, client_kind, clients + 4) as lc:
         async def client(k):
             nonlocal sent
             i = k
@@ -176,66 +215,26 @@ async def closed_loop(url, bodies, params, clients, duration, max_requests, limi
                 body = bodies[i % len(bodies)]
                 i += clients
                 t0 = time.perf_counter()
-                try:
-                    r = await c.post("/v1/colorize", content=body, params=params, headers={"content-type": "image/jpeg"})
-                    status[r.status_code] += 1
-                    if r.status_code == 200:
-                        lat.append(time.perf_counter() - t0)
-                except httpx.TransportError as e:
-                    status[type(e).__name__] += 1
+                code = await lc.post(body)
+                status[code] += 1
+                if code == 200:
+                    lat.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         await asyncio.gather(*[client(k) for k in range(clients)])
         return lat, status, time.perf_counter() - t0
 
 
-async def _closed_loop_raw(url, bodies, params, clients, duration, max_requests):
-    lat, status = [], Counter()
-    sent = 0
-    end = time.perf_counter() + duration
-    target = _target(params)
-
-    async def client(k):
-        nonlocal sent
-        conn, i = RawHTTP(url, target), k
-        try:
-            while time.perf_counter() < end and sent < max_requests:
-                sent += 1
-                body = bodies[i % len(bodies)]
-                i += clients
-                t0 = time.perf_counter()
-                try:
-                    code = await conn.post(body)
-                    status[code] += 1
-                    if code == 200:
-                        lat.append(time.perf_counter() - t0)
-                except ConnectionError:
-                    status["ConnectionError"] += 1
-        finally:
-            conn.close()
-    t0 = time.perf_counter()
-    await asyncio.gather(*[client(k) for k in range(clients)])
-    return lat, status, time.perf_counter() - t0
-
-
 async def open_loop(url, bodies, params, rate, duration, max_requests, client_kind="raw"):
     """Requests started at a fixed rate (independent of answers) -> (latencies of 200s, statuses)."""
-    if client_kind == "raw":
-        return await _open_loop_raw(url, bodies, params, rate, duration, max_requests)
-    import httpx
-
     lat, status = [], Counter()
     n = min(max_requests, max(1, int(rate * duration)))
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=256)) as c:
+    async with LoadClient(url, params, client_kind) as lc:
         async def one(i):
             t0 = time.perf_counter()
-            try:
-                r = await c.post("/v1/colorize", content=bodies[i % len(bodies)], params=params,
-                                 headers={"content-type": "image/jpeg"})
-                status[r.status_code] += 1
-                if r.status_code == 200:
-                    lat.append(time.perf_counter() - t0)
-            except httpx.TransportError as e:
-                status[type(e).__name__] += 1
+            code = await lc.post(bodies[i % len(bodies)])
+            status[code] += 1
+            if code == 200:
+                lat.append(time.perf_counter() - t0)
         tasks, start = [], time.perf_counter()
         for i in range(n):
             delay = start + i / rate - time.perf_counter()
@@ -243,34 +242,6 @@ async def open_loop(url, bodies, params, rate, duration, max_requests, client_ki
                 await asyncio.sleep(delay)
             tasks.append(asyncio.ensure_future(one(i)))
         await asyncio.gather(*tasks)
-    return lat, status
-
-
-async def _open_loop_raw(url, bodies, params, rate, duration, max_requests):
-    lat, status = [], Counter()
-    n = min(max_requests, max(1, int(rate * duration)))
-    idle, target = [], _target(params)
-
-    async def one(i):
-        conn = idle.pop() if idle else RawHTTP(url, target)
-        t0 = time.perf_counter()
-        try:
-            code = await conn.post(bodies[i % len(bodies)])
-            status[code] += 1
-            if code == 200:
-                lat.append(time.perf_counter() - t0)
-            idle.append(conn)
-        except ConnectionError:
-            status["ConnectionError"] += 1
-    tasks, start = [], time.perf_counter()
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(i)))
-    await asyncio.gather(*tasks)
-    for conn in idle:
-        conn.close()
     return lat, status
 
 
