@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--helper-threads", type=int, nargs="+", default=[1],
                     help="VideoOptions.helper_threads values to run each config with (default 1; e.g. 1 0 "
                          "compares one thread per helper stage with the libraries' defaults)")
+    ap.add_argument("--backend", default="auto", help="colorizer backend (default auto: ONNX Runtime on the CPU)")
+    ap.add_argument("--device", default="cpu", help="device of the nets (cuda with --backend torch)")
     ap.add_argument("--no-quality", action="store_true", help="skip eval-video of the outputs")
     ap.add_argument("--json", default=None, help="write all results as JSON")
     args = ap.parse_args(argv)
@@ -136,11 +138,12 @@ def main(argv=None) -> int:
 
     videos = Path(args.videos)
     clips = args.clips or sorted(p.name for p in videos.iterdir() if p.suffix.lower() in (".mp4", ".mkv", ".mov"))
-    colorizer = Colorizer.from_pretrained(args.weights)
+    colorizer = Colorizer.from_pretrained(args.weights, backend=args.backend, device=args.device)
     detector = load_detector(args.detector) if args.detector and any("+det" in c for c in args.configs) else None
     results = []
     tmp = Path(tempfile.mkdtemp(prefix="bench_video_"))
-    print(f"# bench_video: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start", file=sys.stderr)
+    print(f"# bench_video: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start; backend "
+          f"{args.backend} on {args.device}", file=sys.stderr)
     for clip in clips:
         src = tmp / f"{Path(clip).stem}_cut.mkv"
         n = cut_clip(videos / clip, src, args.frames)
