@@ -227,6 +227,11 @@ def test_helper_threads_option_sets_the_stage_threads():
     for bad in (-1, 1.5, True, 1000):
         with pytest.raises(VideoError, match="helper_threads"):
             VideoOptions(helper_threads=bad)
+    from instcolor._ort import usable_cores
+
+    small = usable_cores() <= VideoOptions.SMALL_MACHINE_CORES
+    assert VideoOptions().helper_thread_count == (1 if small else 0)
+    assert VideoOptions(helper_threads=3).helper_thread_count == 3
     c = Colorizer.from_pretrained(backend="onnxruntime")
     if c.ops is None:
         pytest.skip("the native kernels are not built")

@@ -49,9 +49,10 @@ def add_video_parsers(subparsers) -> None:
                    help="x264/x265 speed preset (ultrafast .. veryslow): at a given --crf the quality is about the "
                         "same, slower presets give smaller files (veryfast: about half the size, 3x the encoding time)")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="frames per pass of the nets")
-    p.add_argument("--helper-threads", type=int, default=1, metavar="N",
+    p.add_argument("--helper-threads", type=int, default=None, metavar="N",
                    help="threads of each stage besides the nets: decoder, encoder, flow, CPU kernels "
-                        "(default 1, so that they leave the cores to the nets; 0: their own defaults)")
+                        "(0: the libraries' defaults; default: 1 on machines with at most 4 cores, "
+                        "so that they leave the cores to the nets, else 0)")
     p.add_argument("--fps", type=float, default=25.0, metavar="F",
                    help="frame rate of a folder of frames (video files keep their own timestamps)")
     p.add_argument("--no-audio", action="store_true", help="leave out the audio and subtitle streams")

@@ -35,9 +35,11 @@ class VideoOptions:
       batch_size      frames per pass of the nets
       queue_size      bound of every queue between the stages (frames held at once ~ stages x this)
       helper_threads  threads of each stage other than the nets: the decoder, the encoder, OpenCV's
-                      flow and the CPU kernels of analysis and composition (0: their own defaults,
-                      usually all cores). The nets keep the backend's threads; on a small CPU one
-                      thread per helper stops them from fighting the nets for the cores.
+                      flow and the CPU kernels of analysis and composition; 0: their own defaults
+                      (usually all cores); None (default): 1 on a machine with at most 4 usable
+                      cores, where the helpers would otherwise fight the nets for them, else 0 (on
+                      16 cores one thread per helper made composition the bottleneck: 2-3x slower).
+                      ``helper_thread_count`` is the resolved value.
     Output (files)
       codec, crf, preset, pix_fmt   video encoder; crf None = the codec's default in CRF_CODECS;
                       pix_fmt None = yuv420p (yuv444p for odd sizes)
@@ -55,7 +57,7 @@ class VideoOptions:
     scene_threshold: float = 0.5
     batch_size: int = 4
     queue_size: int = 4
-    helper_threads: int = 1
+    helper_threads: int | None = None
     codec: str = "libx264"
     crf: int | None = None
     preset: str | None = "ultrafast"
@@ -64,6 +66,17 @@ class VideoOptions:
     fps: float = 25.0
     progress: bool = False
     encoder_options: dict = field(default_factory=dict)
+
+    SMALL_MACHINE_CORES = 4
+
+    @property
+    def helper_thread_count(self) -> int:
+        """``helper_threads`` resolved: None -> 1 with at most SMALL_MACHINE_CORES usable cores, else 0."""
+        if self.helper_threads is not None:
+            return self.helper_threads
+        from .._ort import usable_cores
+
+        return 1 if usable_cores() <= self.SMALL_MACHINE_CORES else 0
 
     def __post_init__(self):
         def bad(what):
@@ -85,8 +98,9 @@ class VideoOptions:
             bad(f"scene_threshold must be in (0, 1], got {self.scene_threshold!r}")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
             bad(f"batch_size must be in 1..64, got {self.batch_size!r}")
-        if isinstance(self.helper_threads, bool) or not isinstance(self.helper_threads, int) \
-                or not 0 <= self.helper_threads <= 256:
+        if self.helper_threads is not None and (isinstance(self.helper_threads, bool)
+                                                or not isinstance(self.helper_threads, int)
+                                                or not 0 <= self.helper_threads <= 256):
             bad(f"helper_threads must be in 0..256, got {self.helper_threads!r}")
         if not isinstance(self.queue_size, int) or not 1 <= self.queue_size <= 256:
             bad(f"queue_size must be in 1..256, got {self.queue_size!r}")

@@ -93,8 +93,8 @@ class AnalyseStage(Stage):
         self.hints = hints or HintSchedule()
         self.need_flow = options.stabilize == "flow" or self.detector is not None or self.hints.needs_flow
         self.flow = DisFlow(options.flow_preset) if self.need_flow else None
-        self.cpu_threads = options.helper_threads if self.ops is not None else 0
-        self.cv2_threads = options.helper_threads
+        self.cpu_threads = options.helper_thread_count if self.ops is not None else 0
+        self.cv2_threads = options.helper_thread_count
         self.tracker = BoxTracker(max_tracks=options.max_instances) if self.detector is not None else None
         self.schedule = DetectionSchedule(options.detect_every)
         self._prev_grey = None
@@ -203,7 +203,7 @@ class ComposeStage(Stage):
     def __init__(self, colorizer, options: VideoOptions):
         super().__init__()
         self.ops = colorizer.ops
-        self.cpu_threads = options.helper_threads if self.ops is not None else 0
+        self.cpu_threads = options.helper_thread_count if self.ops is not None else 0
         self.stabilizer = FlowStabilizer(options.blend) if options.stabilize == "flow" else None
         self.stabilize_s = 0.0
 

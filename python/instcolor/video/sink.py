@@ -146,10 +146,11 @@ class VideoFileSink:
             options["preset"] = o.preset
         if o.codec == "libx265":
             options["x265-params"] = "log-level=error"
-        if o.helper_threads and o.codec in ("libx264", "libx264rgb"):
-            options["threads"] = str(o.helper_threads)
-        elif o.helper_threads:
-            vs.codec_context.thread_count = o.helper_threads
+        threads = o.helper_thread_count
+        if threads and o.codec in ("libx264", "libx264rgb"):
+            options["threads"] = str(threads)
+        elif threads:
+            vs.codec_context.thread_count = threads
         options.update({str(k): str(v) for k, v in o.encoder_options.items()})
         vs.options = options
         if self.info.rotation:

@@ -329,7 +329,7 @@ def open_source(path: str | os.PathLike, options) -> FileSource | FolderSource:
     p = Path(path)
     if p.is_dir():
         return FolderSource(p, fps=options.fps)
-    return FileSource(p, copy_streams=options.copy_streams, threads=getattr(options, "helper_threads", 0))
+    return FileSource(p, copy_streams=options.copy_streams, threads=options.helper_thread_count)
 
 
 def frames_per_second(info: VideoInfo) -> float | None:
