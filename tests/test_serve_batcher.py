@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from instcolor.serve.batcher import DynamicBatcher
-from instcolor.serve.errors import GatewayTimeout, InternalError, ServiceUnavailable
+from instcolor.request_errors import GatewayTimeout, InternalError, ServiceUnavailable
 
 
 class FakeModel:

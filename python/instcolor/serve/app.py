@@ -13,7 +13,7 @@ import time
 
 from .batcher import DynamicBatcher
 from .bodies import decode_image, read_body, until_done_or_gone
-from .errors import BadRequest, InternalError, InvalidOption, ServeError, ServiceUnavailable
+from ..request_errors import BadRequest, InternalError, InvalidOption, ServeError, ServiceUnavailable
 from .metrics import Metrics, MetricsMiddleware
 from .runner import ColorizeRunner, Job, check_job
 from .settings import ServeSettings

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
-from .errors import GatewayTimeout, InternalError, ServiceUnavailable
+from ..request_errors import GatewayTimeout, InternalError, ServiceUnavailable
 
 log = logging.getLogger("instcolor.serve")
 

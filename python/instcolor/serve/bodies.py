@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .errors import BadRequest, ClientGone, PayloadTooLarge, UnsupportedMediaType
+from ..request_errors import BadRequest, ClientGone, PayloadTooLarge, UnsupportedMediaType
 
 
 async def read_body(request, limit: int) -> bytes:

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from .bodies import check_content_type, decode_image, parse_multipart
-from .errors import BadRequest, GatewayTimeout, InvalidOption
+from ..request_errors import BadRequest, GatewayTimeout, InvalidOption
 
 router = APIRouter(prefix="/editor", tags=["editor"])
 

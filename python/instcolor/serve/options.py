@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidOption
+from ..request_errors import InvalidOption
 
 #: Option names of POST /v1/colorize (query parameters or the JSON ``options`` part).
 V1_OPTIONS = ("boxes", "scores", "detect", "hints", "size", "format", "quality")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidOption
+from ..request_errors import InvalidOption
 
 log = logging.getLogger("instcolor.serve")
 
@@ -154,7 +154,7 @@ class ColorizeRunner:
 def _as_job_error(exc: Exception) -> Exception:
     """A lone job's failure: a ValueError / TypeError comes from its inputs (422), anything else
     is the server's fault and stays as it is (500)."""
-    from .errors import ServeError
+    from ..request_errors import ServeError
 
     if isinstance(exc, ServeError):
         return exc

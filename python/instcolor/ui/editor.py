@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..serve.errors import InvalidOption, ServeError
+from ..request_errors import InvalidOption, ServeError
 from ..hintset import EditState
 
 AB_RANGE = 110.0  # the gamut picture spans a*, b* in [-AB_RANGE, AB_RANGE]

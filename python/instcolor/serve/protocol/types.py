@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BadRequest
+from ...request_errors import BadRequest
 
 #: v2 datatype -> numpy dtype (little-endian, as the binary extension lays tensors out).
 DTYPES = {"BOOL": np.dtype("?"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),

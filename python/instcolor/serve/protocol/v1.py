@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..bodies import check_content_type, parse_multipart
-from ..errors import BadRequest, InvalidOption
+from ...request_errors import BadRequest, InvalidOption
 from ..options import MEDIA_TYPES, V1_OPTIONS, parse_options
 
 router = APIRouter(tags=["colorize"])

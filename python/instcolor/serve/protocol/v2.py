@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..errors import BadRequest, InvalidOption, ServeError
+from ...request_errors import BadRequest, InvalidOption, ServeError
 from ..options import parse_options
 from .types import HEADER_LENGTH, Tensor, encode_infer_response, parse_infer_request
 

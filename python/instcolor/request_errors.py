@@ -1,8 +1,9 @@
-"""The server's error types and their HTTP status codes.
+"""Errors of request handling and their HTTP status codes: what ``instcolor serve`` answers with,
+raised by its batcher and protocol codecs and by the hint editor's core (:mod:`instcolor.ui.editor`),
+which is why they live below both.
 
 Every error body is JSON ``{"error": "<what went wrong, naming the input>"}`` plus ``"field"``
-when one request option is at fault. Nothing here imports the web framework, so the batcher and
-the protocol codecs raise these without it."""
+when one request option is at fault. Nothing here imports a web framework."""
 from __future__ import annotations
 
 
