@@ -169,6 +169,7 @@ def main(argv=None) -> int:
                 r = colorize_file(src, out, colorizer, opts)
             colorizer.detector = None
             run = {"fps": r.fps, "ratio_to_bare": r.fps / ref, "seconds": r.seconds,
+                   "ratio_to_bare_detector": (r.fps / ref_det) if (det and ref_det) else None,
                    "busy_s": {k: round(v.get("busy_s", 0.0), 3) for k, v in r.stats.items()},
                    "flow_s": r.stats["analyse"].get("flow_s"), "detect_s": r.stats["analyse"].get("detect_s"),
                    "stabilize_s": r.stats["compose"].get("stabilize_s"), "detections": r.detections,
@@ -181,7 +182,9 @@ def main(argv=None) -> int:
                            psnr=q["psnr"], colorfulness=q["colorfulness_pred"], colorfulness_gt=q["colorfulness_gt"],
                            flow=q["flow"])
             row["runs"][cfg] = run
-            print(f"  {cfg:9s} {r.fps:6.2f} fps ({run['ratio_to_bare']:.2f}x bare)  busy s {run['busy_s']}  "
+            vs_det = (f", {run['ratio_to_bare_detector']:.2f}x bare with the detector on every frame"
+                      if run["ratio_to_bare_detector"] else "")
+            print(f"  {cfg:9s} {r.fps:6.2f} fps ({run['ratio_to_bare']:.2f}x bare{vs_det})  busy s {run['busy_s']}  "
                   f"RSS MiB at 10/25/50/75/100 % of the run {run['rss_mib_quartiles']}"
                   + ("" if args.no_quality else f"  CDC ratio {run['cdc_ratio']:.3f}  PSNR {run['psnr']:.2f}  "
                                                 f"CF {run['colorfulness']:.2f}"), file=sys.stderr)
@@ -190,9 +193,9 @@ def main(argv=None) -> int:
         src.unlink(missing_ok=True)
 
     # markdown
-    print("| clip | frames | size | bare colorize fps | config | end-to-end fps | × bare | decode | analyse | nets | "
-          "compose | encode | CDC ratio | PSNR | colourfulness |")
-    print("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| clip | frames | size | bare colorize fps (with detector) | config | end-to-end fps | × bare | "
+          "× bare with detector | decode | analyse | nets | compose | encode | CDC ratio | PSNR | colourfulness |")
+    print("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in results:
         for cfg, run in row["runs"].items():
             b = run["busy_s"]
@@ -203,8 +206,11 @@ def main(argv=None) -> int:
 
             q = ("| n/a | n/a | n/a |" if args.no_quality else
                  f"| {run['cdc_ratio']:.3f} | {run['psnr']:.2f} | {run['colorfulness']:.2f} |")
-            print(f"| {row['clip']} | {n} | {row['size']} | {row['bare_colorize_fps']:.2f} | {cfg} | {run['fps']:.2f} | "
-                  f"{run['ratio_to_bare']:.2f} | {ms('read')} | {ms('analyse')} | {ms('nets')} | {ms('compose')} | "
+            bare = f"{row['bare_colorize_fps']:.2f}" + (f" ({row['bare_colorize_detector_fps']:.2f})"
+                                                         if row["bare_colorize_detector_fps"] else "")
+            xdet = f"{run['ratio_to_bare_detector']:.2f}" if run.get("ratio_to_bare_detector") else "—"
+            print(f"| {row['clip']} | {n} | {row['size']} | {bare} | {cfg} | {run['fps']:.2f} | "
+                  f"{run['ratio_to_bare']:.2f} | {xdet} | {ms('read')} | {ms('analyse')} | {ms('nets')} | {ms('compose')} | "
                   f"{ms('write')} {q}")
     print("\nper-stage columns: busy ms per frame of each thread (they overlap)")
     if args.json:
