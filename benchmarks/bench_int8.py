@@ -2,12 +2,15 @@
 
     python benchmarks/bench_int8.py [--part speed|quality|both] [--json OUT.json]
         speed:   [--width 1.0] [--size 256] [--boxes 8] [--repeats 7] [--warmup 2] [--threads N]
-                 [--calibration ../shared/data/train] [--calibration-count 16]
+                 [--calibration ../shared/data/train] [--calibration-count 2] [--calibration-size 128]
+                 [--work /tmp/instcolor-bench-int8]
         quality: [--val ../shared/data/val] [--limit N] [--detector ../shared/models/yolox_nano_coco_416.onnx]
 
 Speed: random weights of ``--width`` (``instcolor init-weights``; same topology and cost as trained
 ones) are exported fp32 and INT8 (calibrated on ``--calibration-count`` photos of ``--calibration``
-with the detector's boxes); one photo with ``--boxes`` boxes at S = ``--size`` is colorized
+at S = ``--calibration-size``, with the detector's boxes; the weights and both exports are kept in
+``--work`` and reused by the next run: only the first run pays the calibration); one photo with
+``--boxes`` boxes at S = ``--size`` is colorized
 (``Colorizer.colorize``: preparation, nets, blend, composition) by the two backends alternately,
 ``--warmup`` untimed then ``--repeats`` timed calls each, interleaved so that load changes hit both;
 images/s from the median and their ratio. The INT8 export's accuracy guard may keep segments in
@@ -68,31 +71,51 @@ def _boxes(hw, n: int, seed: int = 0) -> np.ndarray:
 
 
 def speed(args) -> dict:
-    import torch
-
+    if args.work is not None:
+        return _speed(args, Path(args.work))
     work = Path(tempfile.mkdtemp(prefix="bench_int8."))
     try:
-        return _speed(args, work, torch)
+        return _speed(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _speed(args, work: Path, torch) -> dict:
+def _exports(args, work: Path):
+    """(fp32 export folder, INT8 export folder, INT8 manifest) of untrained width-``args.width`` weights
+    under ``work``: made on the first run (``instcolor init-weights``, the ONNX Runtime backend's fp32
+    export, :func:`quantize_export_dir` on ``--calibration-count`` photos at S = ``--calibration-size``),
+    reused on later runs while the calibration settings and the quantization recipe are the same."""
     from instcolor.backends import make_backend
-    from instcolor.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone, save_official
-    from instcolor.quantize import Calibration, quantize_export_dir
+    from instcolor.export import MANIFEST, read_manifest
+    from instcolor.quantize import RECIPE, Calibration, quantize_export_dir
 
-    torch.manual_seed(0)
-    nets = {"full": SIGGRAPHBackbone(args.width).eval(), "instance": InstanceNet(args.width).eval(),
-            "fusion": FusionNet(args.width).eval()}
-    save_official(work / "weights", nets, fusion_prefix=True)
-    os.environ["INSTCOLOR_CACHE"] = str(work / "cache")  # (this run's exports only; removed at the end)
-    fp32_dir = make_backend(work / "weights", "onnxruntime").export_dir
+    work.mkdir(parents=True, exist_ok=True)
+    weights = work / f"weights-w{args.width:g}"
+    if not weights.is_dir():
+        from instcolor.cli import main as cli
+
+        if cli(["init-weights", "--width", str(args.width), str(weights)]) not in (0, None):
+            raise SystemExit(f"{weights}: init-weights failed")
+    os.environ["INSTCOLOR_CACHE"] = str(work / "cache")  # (the fp32 export lives here between runs)
+    fp32_dir = make_backend(weights, "onnxruntime").export_dir
     det = str(DETECTOR) if DETECTOR.is_file() else None
-    m8 = quantize_export_dir(fp32_dir, work / "int8", Calibration(args.calibration, args.calibration_count, detector=det))
+    cal = Calibration(args.calibration, args.calibration_count, size=args.calibration_size, detector=det)
+    int8_dir = work / f"int8-w{args.width:g}-{cal.identity()[:12]}"
+    if (int8_dir / MANIFEST).is_file() and read_manifest(int8_dir).get("int8", {}).get("recipe") == RECIPE:
+        print(f"speed: reusing {int8_dir}")
+        return fp32_dir, int8_dir, read_manifest(int8_dir)
+    t = time.perf_counter()
+    m8 = quantize_export_dir(fp32_dir, int8_dir, cal, threads=args.threads)
+    print(f"speed: quantized width {args.width:g} in {time.perf_counter() - t:.0f} s -> {int8_dir}")
+    return fp32_dir, int8_dir, m8
+
+
+def _speed(args, work: Path) -> dict:
+    from instcolor.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    fp32_dir, int8_dir, m8 = _exports(args, work)
     c32 = Colorizer(OnnxRuntimeBackend(fp32_dir, threads=args.threads))
-    c8 = Colorizer(OnnxRuntimeBackend(work / "int8", threads=args.threads))
+    c8 = Colorizer(OnnxRuntimeBackend(int8_dir, threads=args.threads))
     img = as_rgb_uint8(_photo_files(args.val, 1)[0])
     boxes = _boxes(img.shape[:2], args.boxes)
     times = {"fp32": [], "int8": []}
@@ -152,12 +175,18 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--calibration", type=Path, default=SHARED / "data" / "train")
-    ap.add_argument("--calibration-count", type=int, default=16)
+    ap.add_argument("--calibration-count", type=int, default=2)
+    ap.add_argument("--calibration-size", type=int, default=128,
+                    help="processing size S of the speed part's calibration run (its ranges, not the timing)")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "instcolor-bench-int8",
+                    help="keeps the speed part's weights and exports between runs ('' for a temporary folder)")
     ap.add_argument("--val", type=Path, default=SHARED / "data" / "val")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--detector", default=str(DETECTOR) if DETECTOR.is_file() else "")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.work is not None and str(args.work) in ("", "."):
+        args.work = None
     out = dict(machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count()))
     if args.part in ("speed", "both"):
         out["speed"] = speed(args)

@@ -15,7 +15,12 @@ calibration=Calibration(DIR))``) writes the fp32 segments as usual, then quantiz
    ``fusion.*``, ``head.fusion``). Every second run carries simulated user hints (points of the
    photo's own colours) and, for nets with the global hints branch, the photo's global hints, so that
    hinted inputs lie inside the calibrated ranges.
-2. **Quantization.** Each segment goes through ``onnxruntime.quantization.quantize_static`` with a
+2. **Equalization** (:func:`equalize_channels`, exact in float): every quantized convolution's input
+   channels are divided by ``s_c = sqrt(a_c / w_c)`` (``a_c``: the channel's recorded max |x|, ``w_c``:
+   its weights' max |w|) and its weights on them multiplied by ``s_c``; the ``1/s`` goes into the
+   previous convolution where a ReLU (and a folded BN shift) lies between them, else a float Mul is
+   inserted. Segment outputs (the features the native blend reads) never change.
+3. **Quantization.** Each segment goes through ``onnxruntime.quantization.quantize_static`` with a
    ``CalibrationDataReader`` over its recorded inputs: QDQ format, int8 weights symmetric per output
    channel, int8 activations symmetric per tensor (zero point 0: the only form TensorRT accepts, so the
    same files build TensorRT INT8 engines), MinMax ranges, biases int32.
@@ -32,8 +37,15 @@ cheap and each measured to matter (see README, INT8):
 * the output convolution before ``tanh`` (2 output channels) and the tanh;
 * the class head's 1x1 convolution is quantized, its logits compared in the tests.
 
+4. **Accuracy guard** (:func:`segment_snr`, :func:`_combined_guard`): a segment whose INT8 version
+   alone puts the ab below ``SETTINGS["min_psnr_db"]`` PSNR against the all-fp32 output (its logits
+   below ``min_logit_snr_db`` SNR for ``head.*``) stays fp32; of the rest, ranked by that figure, the
+   longest run that keeps all of them together at ``min_total_db`` or more is INT8, the others fp32.
+
 The export's manifest gets ``precision: "int8"`` and an ``int8`` record of how it was made
-(calibration photos, boxes, identity, excluded nodes).
+(calibration photos, boxes, identity, excluded nodes, the guard's figures). ONNX Runtime loads the
+files in :func:`instcolor.qdq_ort.onnxruntime_form` (uint8 activations, ReLUs fused; the files stay
+symmetric int8 for TensorRT).
 """
 from __future__ import annotations
 
@@ -48,16 +60,18 @@ from pathlib import Path
 import numpy as np
 
 #: ONNX op types the quantizer may quantize (others stay float).
-QUANTIZED_OPS = ("Conv", "ConvTranspose", "Relu", "Slice", "Add")
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "Relu", "Slice", "Add", "DepthToSpace")
 #: Default number of calibration photos (``--calibration-count``).
 DEFAULT_COUNT = 32
 #: Version of the recipe below; part of the calibration identity (cache keys).
-RECIPE = "instcolor-int8/1: qdq s8s8 symmetric, per-channel weights, minmax, first/global/output convs float"
+RECIPE = ("instcolor-int8/2: qdq s8s8 symmetric, per-channel weights, minmax, channel equalization (Mul: spread 8), "
+          "ConvTranspose as Conv + DepthToSpace, "
+          "first/global/output convs float")
 _INPUTS = ("A", "B", "mask")
 #: The quantizer settings (see the module doc): activations "s8" (symmetric, zero point 0: what TensorRT
 #: takes) or "u8" (asymmetric; ONNX Runtime only), range method "minmax" or "percentile".
-SETTINGS = dict(activations="s8", method="minmax", percentile=99.999, ops=QUANTIZED_OPS, min_psnr_db=40.0,
-                min_logit_snr_db=20.0)
+SETTINGS = dict(activations="s8", method="minmax", percentile=99.999, ops=QUANTIZED_OPS, equalize=True,
+                convtranspose_as_conv=True, min_psnr_db=40.0, min_logit_snr_db=20.0, min_total_db=45.0)
 #: Calibration runs (the first ones) the accuracy guard replays (see :func:`segment_snr`).
 GUARD_BATCHES = 8
 
@@ -371,6 +385,218 @@ def fold_relu_batchnorm(model) -> int:
     return done
 
 
+def _attr(node, name, default=None):
+    from onnx import helper
+
+    a = next((a for a in node.attribute if a.name == name), None)
+    return default if a is None else helper.get_attribute_value(a)
+
+
+#: ConvTranspose tap of phase r (0 or 1) at 3x3 offset t (0..2) for kernel 4, stride 2, pad 1 (None: no tap)
+_PHASE_TAP = {(0, 0): 3, (0, 1): 1, (1, 1): 2, (1, 2): 0}
+
+
+def convtranspose_as_conv(model) -> int:
+    """Rewrite every ``ConvTranspose`` with kernel 4, stride 2, padding 1 (the nets' 2x upsampling) as
+    a 3x3 ``Conv`` (padding 1) with 4x the output channels followed by ``DepthToSpace`` (blocksize 2,
+    CRD), exactly: output pixel ``(2m + ry, 2n + rx)`` of the transposed convolution is the sum over
+    input pixels ``m - 1 .. m + 1`` with the taps :data:`_PHASE_TAP`, one output channel group per
+    phase ``(ry, rx)``. Why: ONNX Runtime has no int8 kernel for ConvTranspose, and its float one was
+    the largest cost of the INT8 instance segment at width 1.0 (1.06 s of 2.7 s, 8 crops of 256 px);
+    as a Conv it runs as QLinearConv. Returns the number rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    done = 0
+    for ct in list(graph.node):
+        if ct.op_type != "ConvTranspose" or ct.input[1] not in inits or _attr(ct, "group", 1) != 1 \
+                or list(_attr(ct, "kernel_shape", [4, 4])) != [4, 4] or list(_attr(ct, "strides", [1, 1])) != [2, 2] \
+                or list(_attr(ct, "pads", [0, 0, 0, 0])) != [1, 1, 1, 1] \
+                or any(_attr(ct, "output_padding", [0, 0])) or any(d != 1 for d in _attr(ct, "dilations", [1, 1])) \
+                or _attr(ct, "output_shape") is not None \
+                or _attr(ct, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        w = numpy_helper.to_array(inits[ct.input[1]])  # (Cin, Cout, 4, 4)
+        cin, cout = w.shape[:2]
+        k = np.zeros((cout, 2, 2, cin, 3, 3), np.float32)
+        for (ry, ty), ky in _PHASE_TAP.items():
+            for (rx, tx), kx in _PHASE_TAP.items():
+                k[:, ry, rx, :, ty, tx] = w[:, :, ky, kx].T
+        name = ct.name or f"convtranspose_{done}"
+        kw = numpy_helper.from_array(k.reshape(cout * 4, cin, 3, 3), f"{ct.input[1]}.phases")
+        graph.initializer.append(kw)
+        ins = [ct.input[0], kw.name]
+        if len(ct.input) > 2 and ct.input[2]:
+            b = numpy_helper.to_array(inits[ct.input[2]])
+            kb = numpy_helper.from_array(np.repeat(b.astype(np.float32), 4), f"{ct.input[2]}.phases")
+            graph.initializer.append(kb)
+            ins.append(kb.name)
+        mid = f"{ct.output[0]}.phases"
+        conv = helper.make_node("Conv", ins, [mid], name=name, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        d2s = helper.make_node("DepthToSpace", [mid], list(ct.output), name=f"{name}.d2s", blocksize=2, mode="CRD")
+        at = list(graph.node).index(ct)
+        graph.node.insert(at, d2s)
+        graph.node.insert(at, conv)
+        graph.node.remove(ct)
+        done += 1
+    used = {i for n in graph.node for i in n.input}
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)
+    return done
+
+
+def _group(node) -> int:
+    return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+def _channel_absmax(model, tensors: list[str], files: list[Path], threads: int | None = None) -> dict:
+    """Per-channel max |x| (axis 1) of the float ``tensors`` of ``model`` over the recorded feeds ``files``."""
+    import onnx
+    import onnxruntime as ort
+
+    from ._ort import session_options
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    for t in tensors:
+        if t not in have:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(probe.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    out: dict[str, np.ndarray] = {}
+    for f in files:
+        with np.load(f) as z:
+            feeds = {k: z[k] for k in z.files}
+        for t, v in zip(tensors, sess.run(tensors, feeds)):
+            m = np.abs(v).max(axis=tuple(i for i in range(v.ndim) if i != 1)) if v.size else np.zeros(v.shape[1])
+            out[t] = m if t not in out else np.maximum(out[t], m)
+    return out
+
+
+def _foldable_source(graph, tensor: str, consumers: dict, outputs: set):
+    """For the input ``tensor`` of a convolution: ``(conv1, shift_add)`` when it is ``Relu(conv1(..))``,
+    optionally followed by a folded BN's shift Add (``*.bnfold``), with every tensor on the way used
+    once and no segment output; else None. Then a per-channel ``1/s`` on conv1's output channels (and
+    on the shift) gives exactly ``tensor / s``, since ``relu(z / s) = relu(z) / s`` for ``s > 0``."""
+    prod = _producers(graph)
+    inits = {i.name for i in graph.initializer}
+    shift = None
+    node = prod.get(tensor)
+    if node is not None and node.op_type == "Add" and node.name.endswith(".bnfold") and node.input[1] in inits:
+        shift, tensor = node, node.input[0]
+        if len(consumers.get(tensor, [])) != 1 or tensor in outputs:
+            return None
+        node = prod.get(tensor)
+    if node is None or node.op_type != "Relu":
+        return None
+    z = node.input[0]
+    conv1 = prod.get(z)
+    if conv1 is None or conv1.op_type != "Conv" or _group(conv1) != 1 or len(consumers.get(z, [])) != 1 \
+            or z in outputs or conv1.input[1] not in inits:
+        return None
+    return conv1, shift
+
+
+def equalize_channels(model, files: list[Path], skip=(), threads: int | None = None, max_files: int = 4,
+                      min_spread: float = 8.0) -> dict:
+    """Per-channel range equalization of every quantized convolution's input (cross-layer equalization,
+    Nagel et al. 2019, with the activation ranges measured on the calibration feeds ``files``), in place
+    and exact in float. For a convolution (``Conv``/``ConvTranspose``, group 1, not in ``skip``) whose
+    input channel ``c`` reaches ``a_c`` (max |x| on up to ``max_files`` recorded feeds) and whose weights
+    on that channel reach ``w_c``: ``s_c = sqrt(a_c / w_c)``, the input channel is divided by ``s_c``
+    and the weights on it multiplied by ``s_c``, so both ranges become ``sqrt(a_c * w_c)``: one
+    per-tensor 8-bit activation scale no longer spends its levels on a few wide channels (the
+    starter's features: channel maxima from 0.03 to 46) while the per-channel weight scales absorb
+    the difference. Where the input is ``Relu(conv1)`` (optionally + a folded BN shift) used by this
+    convolution alone, the ``1/s`` goes into conv1's output channels (free); elsewhere (segment
+    inputs, segment outputs read again, tensors with several readers) a float ``Mul`` by ``1/s`` is
+    inserted before the convolution, but only where the input's largest channel range is at least
+    ``min_spread`` times the median one (the Mul is a float pass over the tensor and costs INT8 speed:
+    measured at width 1.0 with 28 Muls in the instance segment, 3.2 s against 2.6 s without).
+    Segment outputs never change. Returns counts
+    ``{"folded": n, "mul": m}``."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    skip = set(skip)
+    targets = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose") and n.name not in skip
+               and _group(n) == 1 and n.input[1] in inits and n.input[0] not in inits]
+    if not targets or not files:
+        return {"folded": 0, "mul": 0}
+    tensors = sorted({n.input[0] for n in targets})
+    amax = _channel_absmax(model, tensors, files[:max_files], threads=threads)
+    outputs = {o.name for o in graph.output}
+    counts = {"folded": 0, "mul": 0}
+    for conv in targets:
+        consumers: dict[str, list] = {}
+        for n in graph.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        if sum(1 for n in graph.node for i in n.input if i == conv.input[1]) != 1:
+            continue  # shared weights
+        x = conv.input[0]
+        a = amax[x].astype(np.float64)
+        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        in_axis = 1 if conv.op_type == "Conv" else 0
+        wc = np.abs(np.moveaxis(w, in_axis, 0)).reshape(w.shape[in_axis], -1).max(axis=1)
+        s = np.ones_like(a)
+        ok = (a > 0) & (wc > 0)
+        s[ok] = np.sqrt(a[ok] / wc[ok])
+        if not ok.any():
+            continue
+        s[~ok] = np.exp(np.mean(np.log(s[ok])))  # (dead channels: any scale; the typical one)
+        src = _foldable_source(graph, x, consumers, outputs) \
+            if len(consumers.get(x, [])) == 1 and x not in outputs else None
+        if src is not None and sum(1 for n in graph.node for i in n.input if i == src[0].input[1]) != 1:
+            src = None
+        if src is None and a[ok].max() < min_spread * np.median(a[ok]):
+            continue  # a Mul (a pass over the tensor) only where one 8-bit scale wastes > log2(min_spread) bits
+        shape = [1] * w.ndim
+        shape[in_axis] = -1
+        _replace_init(graph, inits, conv, 1, (w * s.reshape(shape)).astype(np.float32), ".eq")
+        if src is not None:
+            conv1, shift = src
+            w1 = numpy_helper.to_array(inits[conv1.input[1]]).astype(np.float64)
+            w1 = w1 / s.reshape(-1, *([1] * (w1.ndim - 1)))
+            _replace_init(graph, inits, conv1, 1, w1.astype(np.float32), ".eqo")
+            if len(conv1.input) > 2 and conv1.input[2]:
+                b1 = numpy_helper.to_array(inits[conv1.input[2]]).astype(np.float64)
+                _replace_init(graph, inits, conv1, 2, (b1 / s).astype(np.float32), ".eqo")
+            if shift is not None:
+                sh = numpy_helper.to_array(inits[shift.input[1]]).astype(np.float64)
+                _replace_init(graph, inits, shift, 1, (sh / s.reshape(sh.shape)).astype(np.float32), ".eqo")
+            counts["folded"] += 1
+        else:
+            inv = numpy_helper.from_array((1.0 / s).astype(np.float32).reshape(1, -1, 1, 1), f"{conv.name}.eq_inv")
+            graph.initializer.append(inv)
+            inits[inv.name] = inv
+            mul = helper.make_node("Mul", [x, inv.name], [f"{conv.name}.eq_in"], name=f"{conv.name}.eq")
+            graph.node.insert(list(graph.node).index(conv), mul)
+            conv.input[0] = mul.output[0]
+            counts["mul"] += 1
+    used = {i for n in graph.node for i in n.input}
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)
+    return counts
+
+
+def _replace_init(graph, inits: dict, node, index: int, value: np.ndarray, suffix: str) -> None:
+    """Point input ``index`` of ``node`` at a new initializer holding ``value``."""
+    from onnx import numpy_helper
+
+    name = node.input[index] + suffix
+    while name in inits:
+        name += "_"
+    t = numpy_helper.from_array(value, name)
+    graph.initializer.append(t)
+    inits[name] = t
+    node.input[index] = name
+
+
 def _name_nodes(model) -> None:
     """Give every unnamed node a unique name (the quantizer selects nodes by name)."""
     seen = {n.name for n in model.graph.node if n.name}
@@ -411,7 +637,8 @@ class _Reader:
         self.i = 0
 
 
-def quantize_segment(src, dst, files: list[Path], work_dir=None, settings: dict | None = None) -> dict:
+def quantize_segment(src, dst, files: list[Path], work_dir=None, settings: dict | None = None,
+                     threads: int | None = None) -> dict:
     """Quantize one fp32 segment file ``src`` into ``dst`` with its recorded inputs ``files``.
     Returns ``{"excluded": {reason: [node names]}}``."""
     import onnx
@@ -423,18 +650,22 @@ def quantize_segment(src, dst, files: list[Path], work_dir=None, settings: dict 
 
     import logging
 
+    st = dict(SETTINGS, **(settings or {}))
     model = onnx.load(str(src))
     folded = fold_relu_batchnorm(model)
+    upsampling = convtranspose_as_conv(model) if st.get("convtranspose_as_conv") else 0
     _name_nodes(model)
+    excluded = excluded_nodes(model)
+    equalized = {}
+    if st.get("equalize"):
+        equalized = equalize_channels(model, files, skip={n for v in excluded.values() for n in v}, threads=threads)
     root = logging.getLogger()
     quiet = _QuietAdvice()
     root.addFilter(quiet)  # (the quantizer logs "consider pre-processing" on the root logger per call)
-    excluded = excluded_nodes(model)
     work = Path(tempfile.mkdtemp(prefix="q.", dir=work_dir))
     try:
         named = work / "named.onnx"
         onnx.save(model, str(named))
-        st = dict(SETTINGS, **(settings or {}))
         extra = dict(ActivationSymmetric=st["activations"] == "s8", WeightSymmetric=True)
         if st["method"] == "percentile":
             extra["CalibPercentile"] = float(st["percentile"])
@@ -448,7 +679,7 @@ def quantize_segment(src, dst, files: list[Path], work_dir=None, settings: dict 
     finally:
         root.removeFilter(quiet)
         shutil.rmtree(work, ignore_errors=True)
-    return {"excluded": excluded, "folded": folded}
+    return {"excluded": excluded, "folded": folded, "equalized": equalized, "upsampling": upsampling}
 
 
 def _snr_db(ref: np.ndarray, out: np.ndarray) -> float:
@@ -462,7 +693,7 @@ def _psnr_db(ref: np.ndarray, out: np.ndarray) -> float:
     return float("inf") if mse == 0 else -10.0 * np.log10(mse)
 
 
-def segment_snr(fp32_dir, quantized: dict, batches: list, threads: int | None = None) -> dict:
+def segment_snr(fp32_dir, quantized: dict, batches: list, threads: int | None = None, each: bool = True) -> dict:
     """The accuracy guard: for each segment in ``quantized`` ({segment: INT8 file}), the fp32 export at
     ``fp32_dir`` with that one segment replaced by its INT8 version runs the calibration ``batches``;
     returns {segment: dB of the final output against the all-fp32 output} (the PSNR of the ab, peak 1,
@@ -473,6 +704,7 @@ def segment_snr(fp32_dir, quantized: dict, batches: list, threads: int | None = 
     from ._ort import session_options
     from .backends.onnxruntime_backend import OnnxRuntimeBackend
     from .pipeline import native_ops
+    from .qdq_ort import onnxruntime_bytes
 
     backend = OnnxRuntimeBackend(fp32_dir, threads=threads)
     ops = native_ops()
@@ -487,7 +719,7 @@ def segment_snr(fp32_dir, quantized: dict, batches: list, threads: int | None = 
     ref_ab, ref_logits = outputs()
     fp32_sessions = dict(backend.sessions)
     so = session_options(threads)
-    int8_sessions = {name: ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+    int8_sessions = {name: ort.InferenceSession(onnxruntime_bytes(f), so, providers=["CPUExecutionProvider"])
                      for name, f in quantized.items()}
 
     def snr(ab, logits, name) -> float:
@@ -502,12 +734,35 @@ def segment_snr(fp32_dir, quantized: dict, batches: list, threads: int | None = 
         return _psnr_db(np.concatenate([ref_ab[i] for i in used]), np.concatenate([ab[i] for i in used]))
 
     out = {}
-    for name, sess in int8_sessions.items():
+    for name, sess in (int8_sessions.items() if each else ()):
         backend.sessions = dict(fp32_sessions, **{name: sess})
         out[name] = snr(*outputs(), name)
     backend.sessions = dict(fp32_sessions, **int8_sessions)
     out[None] = snr(*outputs(), None)
     return out
+
+
+def _combined_guard(fp32_dir, files: dict, ranked: list, batches: list, min_total_db, threads=None):
+    """The second half of the accuracy guard: ``ranked`` (segment names, most accurate alone first)
+    -> ``(k, db)``: the largest ``k`` such that the first ``k`` segments in INT8 together keep the ab
+    PSNR against fp32 at ``min_total_db`` or more (bisection over ``k``; None: all of them), and that
+    PSNR (inf for k = 0)."""
+    cache = {0: float("inf")}
+
+    def db(k: int) -> float:
+        if k not in cache:
+            cache[k] = segment_snr(fp32_dir, {n: files[n] for n in ranked[:k]}, batches, threads=threads,
+                                   each=False)[None]
+        return cache[k]
+
+    n = len(ranked)
+    if min_total_db is None or db(n) >= min_total_db:
+        return n, db(n)
+    lo, hi = 0, n  # db(lo) passes, db(hi) fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if db(mid) >= min_total_db else (lo, mid)
+    return lo, db(lo)
 
 
 def as_calibration(calibration, count: int | None = None, detector=None) -> Calibration:
@@ -578,7 +833,8 @@ def quantize_export_dir(fp32_dir, out_dir, calibration, check: bool = True, owne
             if not files:
                 raise CalibrationError(f"{calibration.folder}: the calibration run never reached segment {seg['name']}")
             dst = tmp / seg["file"]
-            excluded[seg["name"]] = quantize_segment(fp32_dir / seg["file"], dst, files, work_dir=work)["excluded"]
+            excluded[seg["name"]] = quantize_segment(fp32_dir / seg["file"], dst, files, work_dir=work,
+                                                     threads=threads)["excluded"]
             if check:
                 onnx.checker.check_model(str(dst))
             for f in files:
@@ -586,6 +842,7 @@ def quantize_export_dir(fp32_dir, out_dir, calibration, check: bool = True, owne
         shutil.rmtree(work)
         # the accuracy guard: segments whose INT8 version alone costs too much stay fp32
         float_segments = {}
+        name_file = {s["name"]: s["file"] for s in manifest["segments"]}
         if SETTINGS.get("min_psnr_db") is not None and summary["batches"]:
             snr = segment_snr(fp32_dir, {s["name"]: tmp / s["file"] for s in manifest["segments"]},
                               summary["batches"], threads=threads)
@@ -594,8 +851,13 @@ def quantize_export_dir(fp32_dir, out_dir, calibration, check: bool = True, owne
                 if snr[seg["name"]] < limit:
                     float_segments[seg["name"]] = round(snr[seg["name"]], 2)
                     shutil.copyfile(fp32_dir / seg["file"], tmp / seg["file"])
-            kept = {s["name"]: tmp / s["file"] for s in manifest["segments"] if s["name"] not in float_segments}
-            final_snr = segment_snr(fp32_dir, kept, summary["batches"], threads=threads)[None] if kept else float("inf")
+            files = {s["name"]: tmp / s["file"] for s in manifest["segments"]}
+            kept = sorted((n for n in files if n not in float_segments), key=lambda n: -snr[n])
+            k, final_snr = _combined_guard(fp32_dir, files, kept, summary["batches"], SETTINGS.get("min_total_db"),
+                                           threads=threads)
+            for name in kept[k:]:  # the least accurate ones, until all together pass min_total_db
+                float_segments[name] = round(snr[name], 2)
+                shutil.copyfile(fp32_dir / name_file[name], tmp / name_file[name])
             segment_snrs = {k: round(v, 2) for k, v in snr.items() if k is not None}
         else:
             segment_snrs, final_snr = {}, None
@@ -603,7 +865,7 @@ def quantize_export_dir(fp32_dir, out_dir, calibration, check: bool = True, owne
                       activations=("int8 symmetric per tensor (zero point 0)" if SETTINGS["activations"] == "s8"
                                    else "uint8 asymmetric per tensor"),
                       method=SETTINGS["method"], quantized_ops=list(SETTINGS["ops"]), excluded=excluded,
-                      guard=dict(min_ab_psnr_db=SETTINGS.get("min_psnr_db"),
+                      guard=dict(min_ab_psnr_db=SETTINGS.get("min_psnr_db"), min_total_db=SETTINGS.get("min_total_db"),
                                  min_logit_snr_db=SETTINGS.get("min_logit_snr_db")),
                       segment_db=segment_snrs, float_segments=float_segments,
                       ab_psnr_db=None if final_snr is None else round(final_snr, 2),

@@ -34,14 +34,20 @@ def _first_line(e: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def open_segment(ort, path: Path, segment: dict, options, providers):
+def open_segment(ort, path: Path, segment: dict, options, providers, int8: bool = False):
     """An ONNX Runtime session for one segment file of an export; :class:`ExportError` naming the
     file when it is missing, not a model ONNX Runtime can load (truncated, corrupt, not ONNX), or a
-    model whose inputs / outputs are not the segment's (as the manifest lists them)."""
+    model whose inputs / outputs are not the segment's (as the manifest lists them). ``int8``: a QDQ
+    segment, loaded in :func:`instcolor.qdq_ort.onnxruntime_form` (uint8 activations, ReLUs fused)."""
     if not path.is_file():
         raise ExportError(f"{path}: segment file not found (listed in the export's manifest.json)")
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        if int8:
+            from ..qdq_ort import onnxruntime_bytes
+
+            session = ort.InferenceSession(onnxruntime_bytes(path), options, providers=providers)
+        else:
+            session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, InvalidGraph, ...)
         raise ExportError(f"{path}: not a loadable ONNX model ({type(e).__name__}: {_first_line(e)}); "
                           "export the weights again") from None
@@ -80,7 +86,8 @@ class OnnxRuntimeBackend(SegmentBackend):
         self._init_segments(manifest)
         so = session_options(threads)
         providers = providers or ["CPUExecutionProvider"]
-        self.sessions = {s["name"]: open_segment(ort, self.export_dir / s["file"], s, so, providers)
+        self.sessions = {s["name"]: open_segment(ort, self.export_dir / s["file"], s, so, providers,
+                                                 int8=self.precision == "int8")
                          for s in self.manifest["segments"]}
         self.fuse = fuse or default_fuse()
 
