@@ -204,8 +204,11 @@ def test_outputs_get_normal_file_permissions(tmp_path, tiny_weights_dir):
     assert stat.S_IMODE((tmp_path / "o" / "p.png").stat().st_mode) == 0o644
 
 
-def test_starter_weights_are_the_default(tmp_path, capsys):
+def test_starter_weights_are_the_default(tmp_path, capsys, monkeypatch):
     """The package ships starter weights: no --weights colorizes and says which weights it used."""
+    import instcolor.weights
+
+    monkeypatch.setattr(instcolor.weights, "_notice_shown", False)  # once per process: other tests may have used it
     src = tmp_path / "in"
     src.mkdir()
     _write(src / "a.png", h=48, w=64)

@@ -21,10 +21,17 @@ NEEDS_PROC = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason=
 
 @NEEDS_PROC
 def test_peak_rss_keeps_the_high_water_mark():
+    import mmap
+
     before = mf.peak_rss_mib()
-    a = np.ones(300 * 2**20 // 8)  # 300 MiB, touched; large blocks go back to the OS when freed
+    # 300 MiB of fresh anonymous pages, touched, then unmapped (a malloc'd block could come from heap
+    # memory that earlier tests left resident, and then RSS would not move at all)
+    m = mmap.mmap(-1, 300 * 2**20)
+    view = np.frombuffer(m, np.uint8)
+    view[:] = 1
     during = mf.rss_mib()
-    del a
+    del view
+    m.close()
     after_rss, after_peak = mf.rss_mib(), mf.peak_rss_mib()
     assert during - after_rss > 200  # the memory really was returned ...
     assert after_peak >= max(before, during) - 1  # ... and the peak still remembers it
