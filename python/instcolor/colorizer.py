@@ -33,6 +33,19 @@ def _check_global_hints(g, name: str = "global_hints"):
     return g
 
 
+def _global_hints_list(global_hints, n: int) -> list:
+    """One GlobalHints (or None) for all ``n`` images, or a per-image sequence -> a list (its length
+    is the caller's to check)."""
+    if global_hints is None or isinstance(global_hints, GlobalHints):
+        return [global_hints] * n
+    return list(global_hints)
+
+
+def _check_global_hints_list(global_hints: list) -> None:
+    for i, g in enumerate(global_hints):
+        _check_global_hints(g, f"global_hints[{i}]")
+
+
 class Colorizer:
     """Instance-aware colorization of photos.
 
@@ -166,15 +179,11 @@ class Colorizer:
         boxes = list(boxes) if boxes is not None else [None] * n
         scores = list(scores) if scores is not None else [None] * n
         hints = list(hints) if hints is not None else [()] * n
-        if global_hints is None or isinstance(global_hints, GlobalHints):
-            global_hints = [global_hints] * n
-        else:
-            global_hints = list(global_hints)
+        global_hints = _global_hints_list(global_hints, n)
         if not (len(boxes) == len(scores) == len(hints) == len(global_hints) == n):
             raise ValueError(f"{n} images but {len(boxes)} boxes, {len(scores)} scores, {len(hints)} hints, "
                              f"{len(global_hints)} global_hints entries")
-        for i, g in enumerate(global_hints):
-            _check_global_hints(g, f"global_hints[{i}]")
+        _check_global_hints_list(global_hints)
         staged = [PreparedImage(*self._prepare(img, b, s, h, size, name=_image_name(img, i)))
                   for i, (img, b, s, h) in enumerate(zip(images, boxes, scores, hints))]
         abs_, _ = self._infer([st.prepared for st in staged], global_hints, decode, temperature)
@@ -198,14 +207,10 @@ class Colorizer:
         (None: the colorizer's defaults). ``global_hints``: one GlobalHints for all, or a list."""
         decode, temperature = self._decoding(decode, temperature)
         n = len(prepared)
-        if global_hints is None or isinstance(global_hints, GlobalHints):
-            global_hints = [global_hints] * n
-        else:
-            global_hints = list(global_hints)
+        global_hints = _global_hints_list(global_hints, n)
         if len(global_hints) != n:
             raise ValueError(f"{n} prepared images but {len(global_hints)} global_hints entries")
-        for i, g in enumerate(global_hints):
-            _check_global_hints(g, f"global_hints[{i}]")
+        _check_global_hints_list(global_hints)
         if not n:
             return []
         return self._infer([st.prepared for st in prepared], global_hints, decode, temperature)[0]

@@ -106,7 +106,7 @@ class AnalyseStage(Stage):
 
     def start(self) -> None:
         super().start()
-        if self.cv2_threads and (self.flow is not None or self.need_flow):
+        if self.cv2_threads and self.need_flow:
             from .flow import _cv2
 
             _cv2().setNumThreads(self.cv2_threads)  # OpenCV's setting is global: flow and remap use it
