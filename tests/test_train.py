@@ -342,3 +342,49 @@ def test_fusion_stage_keep_blend_starts_from_init_blocks(tmp_path):
     # the backbone is the full-image net's in both cases
     for k, v in full.state_dict().items():
         assert torch.equal(kept["fusion"].state_dict()[k], v), k
+
+
+def test_worker_processes_make_the_same_samples_and_weights(photos, tmp_path):
+    from instcolor.train.loop import SampleFeeder
+
+    t = Trainer(_cfg(photos, tmp_path / "w0", steps=5, global_hints=True, global_reveal=0.5, adversarial=True,
+                     warmup_steps=1), progress=False)
+    feeder = SampleFeeder(t, workers=2, ahead=2)
+    try:
+        for step in (0, 3, 1):  # any order, including steps queued ahead
+            a, b = t.make_batch(step), feeder.get(step, 5)
+            assert set(a) == set(b)
+            for k in a:
+                if isinstance(a[k], torch.Tensor):
+                    assert torch.equal(a[k], b[k]), (step, k)
+    finally:
+        feeder.close()
+    straight = Trainer(_cfg(photos, tmp_path / "t0", steps=4), progress=False)
+    straight.run()
+    forked = Trainer(_cfg(photos, tmp_path / "t2", steps=4, workers=2), progress=False)
+    forked.run()
+    for k, v in straight.nets["full"].state_dict().items():
+        assert torch.equal(v, forked.nets["full"].state_dict()[k]), k
+    with pytest.raises(TrainError, match="workers"):
+        Trainer(_cfg(photos, tmp_path / "bad", workers=-1), progress=False)
+
+
+def test_time_limit_finishes_the_run_and_it_can_go_on(photos, tmp_path, monkeypatch):
+    import instcolor.train.loop as loop
+
+    clock = iter(range(0, 10**6, 10))  # every reading of the clock is 10 s after the one before
+    monkeypatch.setattr(loop.time, "monotonic", lambda: float(next(clock)))
+    t = Trainer(_cfg(photos, tmp_path / "tl", steps=50, time_limit=25, bn_batches=2), progress=False)
+    last = t.run()
+    assert 1 <= t.step < 50 and t.cfg.steps == t.step and t.bn_calibrated
+    log = [json.loads(line) for line in (tmp_path / "tl" / "log.jsonl").read_text().splitlines()]
+    assert {"time_limit_s": 25, "steps_from": 50}.items() <= log[0].items()
+    assert "val_loss" in last  # finished like --steps: BatchNorm statistics, validation, checkpoint
+    monkeypatch.undo()
+    stopped = t.step
+    more = Trainer(_cfg(photos, tmp_path / "tl", steps=stopped + 2), progress=False)
+    assert more.step == stopped
+    more.run()
+    assert more.step == stopped + 2
+    with pytest.raises(TrainError, match="time_limit"):
+        Trainer(_cfg(photos, tmp_path / "bad2", time_limit=-1), progress=False)

@@ -396,7 +396,7 @@ def cmd_train(args) -> int:
                       warmup_steps=args.warmup_steps, d_lr=args.d_lr,
                       max_instances=args.max_instances, seed=args.seed, device=args.device, amp=args.amp,
                       threads=args.threads, checkpoint_seconds=args.checkpoint_seconds, val=args.val,
-                      bn_batches=args.bn_batches,
+                      bn_batches=args.bn_batches, workers=args.workers, time_limit=args.time_limit,
                       val_every=args.val_every, val_images=args.val_images)
     try:
         last = train(cfg)
@@ -580,6 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bn-batches", type=int, default=50,
                    help="full/instance stage: at the end, BatchNorm statistics averaged over this many batches (default 50; 0 = off)")
     p.add_argument("--checkpoint-seconds", type=float, default=300.0, help="checkpoint at least this often (default 300)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that read photos and make samples ahead of the GPU (default 0: one background "
+                        "thread); the samples do not depend on it")
+    p.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                   help="train for at most this long in this invocation, then finish as if --steps were reached "
+                        "(final validation, BatchNorm statistics, checkpoint); raise --steps to continue (default 0: none)")
     p.set_defaults(func=cmd_train)
 
     from .evaluate import add_eval_parser

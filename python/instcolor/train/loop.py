@@ -103,6 +103,8 @@ class TrainConfig:
     threads: int = 0                 # torch CPU threads (0 = leave torch's default)
     bn_batches: int = 50             # full / instance stage: batches for the final BatchNorm statistics (0 = off)
     checkpoint_seconds: float = 300.0
+    workers: int = 0                 # sample-making processes (0 = one background thread); samples do not depend on it
+    time_limit: float = 0.0          # seconds of training in this invocation, then finish as at ``steps`` (0 = none)
     val: str | None = None           # folder of validation photos (default: 16 training photos)
     val_every: int = 500
     val_images: int = 16
@@ -130,6 +132,10 @@ class TrainConfig:
                 raise TrainError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.class_weight < 0:
             raise TrainError(f"class_weight must be >= 0, got {self.class_weight}")
+        if int(self.workers) < 0:
+            raise TrainError(f"workers must be >= 0, got {self.workers}")
+        if self.time_limit < 0:
+            raise TrainError(f"time_limit must be >= 0 seconds, got {self.time_limit}")
         for name in ("batch_size", "steps", "val_every", "val_images", "max_instances"):
             if int(getattr(self, name)) < 1:
                 raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -154,6 +160,61 @@ class TrainConfig:
         if self.stage != "full" and not self.boxes:
             raise TrainError(f"the {self.stage} stage needs boxes: give boxes (a folder of <stem>.npz or a JSON "
                              "file, e.g. written by `instcolor detect`)")
+
+
+# ----------------------------------------------------------------------------- sample-making processes
+_FORKED = None  # the Trainer whose samples a forked worker makes (set in the parent just before the fork)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # each worker makes whole samples on one core
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it checkpoints, then closes us)
+
+
+def _worker_sample(job):
+    k, item = job
+    t = _FORKED
+    return t._sample(t.index, t.boxes, item, D.rng_for(t.cfg.seed, 1, k))
+
+
+class SampleFeeder:
+    """Training batches made by ``workers`` forked processes, ``ahead`` steps in advance.
+
+    A sample depends only on ``(seed, k)`` (its position in the run), never on which process
+    made it, so a batch equals :meth:`Trainer.make_batch`'s for the same step. The workers only
+    read photos and use numpy/PIL; they never touch torch's devices (forking after CUDA is set up
+    is safe on that condition, as for ``torch.utils.data.DataLoader``)."""
+
+    def __init__(self, trainer: "Trainer", workers: int, ahead: int = 4):
+        import multiprocessing as mp
+
+        global _FORKED
+        self.trainer, self.ahead, self.pending = trainer, max(1, int(ahead)), {}
+        self.chunk = max(1, trainer.cfg.batch_size // (2 * workers))
+        _FORKED = trainer
+        try:
+            self.pool = mp.get_context("fork").Pool(int(workers), initializer=_worker_init)
+        finally:
+            _FORKED = None
+
+    def _request(self, step: int, last: int) -> None:
+        if step < last and step not in self.pending:
+            jobs = self.trainer.batch_items(step)
+            self.pending[step] = self.pool.map_async(_worker_sample, jobs, chunksize=self.chunk)
+
+    def get(self, step: int, last: int) -> dict:
+        """The batch of ``step``; queues steps up to ``step + ahead`` (none at or past ``last``)."""
+        for s in range(step, min(step + self.ahead + 1, last)):
+            self._request(s, last)
+        if step not in self.pending:
+            self._request(step, step + 1)
+        samples = self.pending.pop(step).get()
+        return D.collate(samples)
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+        self.pending.clear()
 
 
 # ----------------------------------------------------------------------------- losses
@@ -612,7 +673,7 @@ class Trainer:
             self.lr_change = {"step": self.step, "lr_from": old[0] if len(set(old)) == 1 else old, "lr_to": self.cfg.lr}
 
     @torch.no_grad()
-    def recalibrate_batchnorm(self) -> None:
+    def recalibrate_batchnorm(self, make_batch=None) -> None:
         """Replace the trained net's BatchNorm running statistics by their plain average over
         ``bn_batches`` training-distribution batches (drawn as steps ``steps``, ``steps + 1``, ...).
         The running averages of training follow the last few batches (with and without hints
@@ -626,7 +687,7 @@ class Trainer:
             m.momentum = None  # cumulative average
         try:
             for k in range(self.cfg.bn_batches):
-                self.forward(self.make_batch(self.cfg.steps + k), train=True)
+                self.forward((make_batch or self.make_batch)(self.cfg.steps + k), train=True)
         finally:
             for m, mom in zip(bns, momenta):
                 m.momentum = mom
@@ -667,17 +728,25 @@ class Trainer:
                 signal.signal(s, self._on_signal)
         except ValueError:  # not the main thread: no signal handling
             old = {}
+        feeder = SampleFeeder(self, cfg.workers) if cfg.workers > 0 else None
         pool = ThreadPoolExecutor(max_workers=1)
+
+        def fetch(step):  # a future-like object with .result(): the batch of ``step``
+            if feeder is not None:
+                return pool.submit(feeder.get, step, cfg.steps)
+            return pool.submit(self.make_batch, step)
+
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.stage}", unit="step",
                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         last_ckpt, ema, rate = time.monotonic(), None, None
+        started = time.monotonic()
         try:
-            nxt = pool.submit(self.make_batch, self.step) if self.step < cfg.steps else None
+            nxt = fetch(self.step) if self.step < cfg.steps else None
             while self.step < cfg.steps and not self._stop:
                 t0 = time.monotonic()
                 batch = nxt.result()
                 if self.step + 1 < cfg.steps:
-                    nxt = pool.submit(self.make_batch, self.step + 1)
+                    nxt = fetch(self.step + 1)
                 loss = self.train_step(batch)
                 self.step += 1
                 self.bn_calibrated = False
@@ -687,6 +756,13 @@ class Trainer:
                 rate = cfg.batch_size / dt if rate is None else 0.95 * rate + 0.05 * cfg.batch_size / dt
                 bar.set_postfix(loss=f"{ema:.4f}", img_s=f"{rate:.1f}", refresh=False)
                 bar.update(1)
+                if cfg.time_limit and self.step < cfg.steps and time.monotonic() - started >= cfg.time_limit:
+                    # end here as if --steps had said so: final validation, BatchNorm statistics, checkpoint
+                    self._record({"step": self.step, "time_limit_s": cfg.time_limit, "steps_from": cfg.steps})
+                    bar.write(f"instcolor: time limit of {cfg.time_limit:g} s reached at step {self.step}; "
+                              f"finishing the run here (raise --steps to continue it later)", file=sys.stderr)
+                    cfg.steps = self.step
+                    bar.total = self.step
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                     entry = {"step": self.step, "train_loss": ema, "images_per_s": rate,
                              "elapsed_s": round(self.elapsed, 1), **self.validate()}
@@ -700,7 +776,8 @@ class Trainer:
                     last_ckpt = time.monotonic()
             if not self._stop and self._needs_bn():
                 bar.write(f"instcolor: BatchNorm statistics over {cfg.bn_batches} batches", file=sys.stderr)
-                self.recalibrate_batchnorm()
+                last = cfg.steps + cfg.bn_batches
+                self.recalibrate_batchnorm(None if feeder is None else (lambda step: feeder.get(step, last)))
                 self._record({"step": self.step, "bn_recalibrated": cfg.bn_batches, **self.validate()})
                 self.save()
             if self._stop:
@@ -709,6 +786,8 @@ class Trainer:
         finally:
             bar.close()
             pool.shutdown(wait=True, cancel_futures=True)
+            if feeder is not None:
+                feeder.close()
             for s, h in old.items():
                 signal.signal(s, h)
         return self.history[-1] if self.history else {"step": self.step}
