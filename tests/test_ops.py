@@ -760,3 +760,16 @@ def test_compose_srgb_quantisation_without_pow_is_exact():
     got = ops.compose_processed(L, ab)
     want = compose_ref.compose_processed_reference(L, ab)
     np.testing.assert_array_equal(got, want)
+
+
+def test_fuse_reference_in_half_precision_stays_finite():
+    """Mixed-precision training (fp16 autocast on CUDA) runs the reference blend on float16: the
+    background's +1e5 outside the boxes overflowed float16 and the softmax gave NaN (the fusion
+    stage then stopped with 'loss became nan at step 0'). The weights are now computed in float32."""
+    rng = np.random.default_rng(4)
+    args = _fuse_case(rng, 2, 4, 16, 16, 16, 16, [2, 1])
+    want = _fuse_ref(*args)
+    half = [torch.from_numpy(np.ascontiguousarray(a)).half() for a in args[:4]]
+    got = fuse.fuse_instances_reference(*half, torch.from_numpy(args[4]), torch.from_numpy(args[5]))
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    np.testing.assert_allclose(got.float().numpy(), want, rtol=0, atol=2e-2)

@@ -42,14 +42,17 @@ def fuse_instances_reference(bg_feat: torch.Tensor, bg_logit: torch.Tensor, inst
             continue
         weights = blend_weights_reference(bg_logit[b:b + 1], inst_logit[members], [box_info[i] for i in members])
         feats = [_resize_into_box(inst_feat[i:i + 1], box_info[i]) for i in members] + [bg_feat[b:b + 1]]
-        out[b] = (torch.cat(feats, 0) * weights.permute(1, 0, 2, 3)).sum(0)
+        out[b] = (torch.cat(feats, 0) * weights.permute(1, 0, 2, 3).to(bg_feat.dtype)).sum(0)
     return out
 
 
 def blend_weights_reference(bg_logit: torch.Tensor, inst_logit: torch.Tensor, box_info) -> torch.Tensor:
     """Softmax weights ``(1, M+1, H, W)`` of one image (instances in box order, background last):
-    the weighting half of :func:`fuse_instances_reference`, also compared with golden ``fusion_softmax_*``."""
+    the weighting half of :func:`fuse_instances_reference`, also compared with golden ``fusion_softmax_*``.
+    Computed in float32 whatever the inputs' precision: the background's +1e5 outside the boxes
+    overflows float16 (largest finite value 65504) and would make the softmax NaN."""
     logits = []
+    bg_logit, inst_logit = bg_logit.float(), inst_logit.float()
     union = torch.zeros_like(bg_logit[:1])
     for i, info in enumerate(torch.as_tensor(box_info).reshape(-1, 6).tolist()):
         logits.append(_resize_into_box(inst_logit[i:i + 1], info))
