@@ -290,9 +290,9 @@ def test_set_bundle_info_keeps_the_hash_valid(bundle, tmp_path):
 
 
 def test_starter_bundle_loads_and_records_what_ran():
-    """The built-in starter's recorded history says what the training actually did: v2 was fine-tuned
-    from v1, whose full stage ran at 3e-4 throughout (the --lr of the resume at step 5000 was not
-    applied then); it records its recommended decoding and the training prior of its rebalanced head."""
+    """The built-in starter's recorded history says what the training actually did: v3 was fine-tuned
+    from v2 (whose own history is docs/starter_v2_info.json) in time-limited GPU stages whose step
+    counts are recorded; it records its recommended decoding and the training prior of its rebalanced head."""
     from instcolor.models.bundle import bundle_info
     from instcolor.weights import STARTER_DIR
 
@@ -300,10 +300,12 @@ def test_starter_bundle_loads_and_records_what_ran():
         pytest.skip(f"starter weights not installed at {STARTER_DIR}")
     load_bundle(STARTER_DIR)
     info = bundle_info(STARTER_DIR)
-    v1 = info["stages"]["v1"]
-    assert "lr 3e-4" in v1 and "then 1e-4" not in v1
-    assert "fine-tuned from v1" in info["stages"]["full"]
-    assert info["decode"] == {"decode": "distribution", "temperature": 0.2}
+    assert info["name"] == "instcolor starter v3" and "starter_v2_info.json" in info["stages"]["v2"]
+    full = info["stages"]["full"]
+    assert "fine-tuned from v2" in full and "3438 steps x 64 at lr 3e-4" in full and "step 4206 at lr 6e-5" in full
+    assert "795 steps" in info["stages"]["instance"] and "53 steps" in info["stages"]["fusion"]
+    assert "shrink_photos.py" in info["data"]
+    assert info["decode"] == {"decode": "regression"}
     assert len(info["class_rebalance"]["counts"]) == 529 and info["class_rebalance"]["mix"] == 0.5
 
 
