@@ -11,7 +11,7 @@ from conftest import tiny_nets
 from instcolor import Colorizer, GlobalHints, Hint
 from instcolor import colorizer as colorizer_module
 from instcolor.backends import TorchBackend
-from instcolor.distribution import DEFAULT_TEMPERATURE, annealed_mean, upsample_ab
+from instcolor.distribution import DEFAULT_MIX, DEFAULT_TEMPERATURE, annealed_mean, upsample_ab
 from instcolor.models import FusionNet, InstanceNet, SIGGRAPHBackbone, save_official
 from instcolor.pipeline import Batch, compose_result, prepare_image
 from instcolor.prepare import select_boxes
@@ -74,6 +74,25 @@ def test_distribution_decoding_is_the_annealed_mean_of_the_class_head(plain, ima
     assert not np.allclose(r.ab, heads.ab[0], atol=1e-3)               # not the regression output
     reg = plain.colorize(image, boxes=boxes, hints=HINTS)              # the default stays regression
     np.testing.assert_array_equal(reg.ab, heads.ab[0])
+
+
+@pytest.mark.parametrize("boxes", [[], BOXES])
+def test_mixed_decoding_blends_regression_and_annealed_mean(plain, image, boxes):
+    p, heads = _heads(plain, image, boxes, HINTS)
+    dist = upsample_ab(annealed_mean(heads.logits, 0.5), S)[0]
+    own = Colorizer(plain.backend, default_size=S, decode="mixed", temperature=0.5, mix=0.25)
+    r = own.colorize(image, boxes=boxes, hints=HINTS)
+    np.testing.assert_allclose(r.ab, 0.75 * heads.ab[0] + 0.25 * dist, rtol=0, atol=1e-6)
+    assert r.ab.dtype == np.float32
+    np.testing.assert_array_equal(r.rgb, compose_result(p, r.ab, ops=plain.ops).rgb)
+    ends = Colorizer(plain.backend, default_size=S, temperature=0.5, mix=0.0)
+    np.testing.assert_array_equal(ends.colorize(image, boxes=boxes, hints=HINTS, decode="mixed").ab, heads.ab[0])
+    ends.mix = 1.0
+    np.testing.assert_array_equal(ends.colorize(image, boxes=boxes, hints=HINTS, decode="mixed").ab, dist)
+    assert Colorizer(plain.backend).mix == DEFAULT_MIX == 0.35
+    for bad in (-0.1, 1.5, "half", float("nan")):
+        with pytest.raises(ValueError, match="mix"):
+            Colorizer(plain.backend, mix=bad)
 
 
 def test_temperature_default_and_overrides(plain, image):
@@ -221,6 +240,12 @@ def test_cli_decode_and_temperature(tmp_path, tiny_weights_dir, image):
     want = c.colorize(image, size=S, boxes=[], decode="distribution", temperature=0.6).rgb
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "in.png")), want)
     assert not np.array_equal(want, c.colorize(image, size=S, boxes=[]).rgb)
+    rc = _run_cli([src, "-o", tmp_path / "mixed", "--weights", tiny_weights_dir, "--backend", "torch", "--size", S,
+                   "--decode", "mixed", "--temperature", "0.6", "--mix", "0.4"])
+    assert rc == 0
+    m = Colorizer.from_pretrained(tiny_weights_dir, backend="torch", mix=0.4)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "mixed" / "in.png")),
+                                  m.colorize(image, size=S, boxes=[], decode="mixed", temperature=0.6).rgb)
 
 
 def test_cli_reference_and_saturation(tmp_path, branched_weights, image):
@@ -244,6 +269,7 @@ def test_cli_reference_and_saturation(tmp_path, branched_weights, image):
 
 @pytest.mark.parametrize("extra, match", [
     (["--temperature", "0"], "--temperature"), (["--saturation", "1.5"], "--saturation"),
+    (["--decode", "mixed", "--mix", "1.5"], "--mix"),
     (["--reference", "missing.jpg"], "missing.jpg"), (["--saturation", "0.5"], "no global hints branch")])
 def test_cli_bad_options_are_one_line(tmp_path, tiny_weights_dir, image, capsys, extra, match):
     src = tmp_path / "in.png"
@@ -260,17 +286,21 @@ def test_recommended_decoding_from_bundle_info(tmp_path):
     import json
 
     from instcolor.colorizer import DEFAULT_DECODE, recommended_decoding
-    from instcolor.distribution import DEFAULT_TEMPERATURE
-
     b = tmp_path / "b"
     b.mkdir()
     (b / "config.json").write_text(json.dumps({"info": {"decode": {"decode": "distribution", "temperature": 0.2}}}))
-    assert recommended_decoding(b) == ("distribution", 0.2)
-    assert recommended_decoding(b, temperature=0.5) == ("distribution", 0.5)
-    assert recommended_decoding(b, decode="regression") == ("regression", DEFAULT_TEMPERATURE)
-    assert recommended_decoding(b, decode="distribution") == ("distribution", 0.2)
-    assert recommended_decoding(tmp_path) == (DEFAULT_DECODE, DEFAULT_TEMPERATURE)
+    assert recommended_decoding(b) == ("distribution", 0.2, DEFAULT_MIX)
+    assert recommended_decoding(b, temperature=0.5) == ("distribution", 0.5, DEFAULT_MIX)
+    assert recommended_decoding(b, decode="regression") == ("regression", DEFAULT_TEMPERATURE, DEFAULT_MIX)
+    assert recommended_decoding(b, decode="distribution") == ("distribution", 0.2, DEFAULT_MIX)
+    (b / "config.json").write_text(json.dumps({"info": {"decode": {"decode": "mixed", "temperature": 0.5, "mix": 0.25}}}))
+    assert recommended_decoding(b) == ("mixed", 0.5, 0.25)
+    assert recommended_decoding(b, mix=0.75) == ("mixed", 0.5, 0.75)
+    assert recommended_decoding(b, decode="distribution") == ("distribution", DEFAULT_TEMPERATURE, DEFAULT_MIX)
+    (b / "config.json").write_text(json.dumps({"info": {"decode": {"decode": "mixed", "mix": 1.5}}}))
+    assert recommended_decoding(b) == ("regression", DEFAULT_TEMPERATURE, DEFAULT_MIX)  # a bad recommendation is ignored
+    assert recommended_decoding(tmp_path) == (DEFAULT_DECODE, DEFAULT_TEMPERATURE, DEFAULT_MIX)
     (b / "config.json").write_text(json.dumps({"info": {"decode": {"decode": "magic"}}}))
-    assert recommended_decoding(b) == (DEFAULT_DECODE, DEFAULT_TEMPERATURE)   # a bad recommendation is ignored
+    assert recommended_decoding(b) == (DEFAULT_DECODE, DEFAULT_TEMPERATURE, DEFAULT_MIX)   # a bad recommendation is ignored
     with pytest.raises(ValueError, match="decode"):
         recommended_decoding(b, decode="magic")

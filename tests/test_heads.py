@@ -372,3 +372,17 @@ def test_cached_export_of_the_earlier_format_is_not_reused(plain_nets, plain_exp
     be = make_backend(weights, backend="onnxruntime")
     assert be.export_dir.name == export_cache_name(nets, "fp32") and be.has_class_head
     assert be.run_heads(Batch.stack(prepared())).logits.shape == (3, 529, S // 4, S // 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 529, 16, 16), (2, 529, 7, 5)])
+@pytest.mark.parametrize("temperature", [0.2, 0.38, 1.0, 5.0])
+def test_annealed_mean_is_the_softmax_weighted_mean_of_the_bin_centres(shape, temperature):
+    """The one-matrix-product form equals Zhang et al.'s Eq. 5 written out: softmax(z / T) over the
+    529 bins, then the probability-weighted mean of the bin centres."""
+    from instcolor.distribution import annealed_mean, bin_centers, softmax
+
+    z = (np.random.default_rng(7).standard_normal(shape) * 4).astype(np.float32)
+    want = np.einsum("nkhw,kc->nchw", softmax(z, temperature, axis=1).astype(np.float64), bin_centers())
+    got = annealed_mean(z, temperature)
+    assert got.shape == (shape[0], 2) + shape[2:] and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -305,7 +305,7 @@ def test_starter_bundle_loads_and_records_what_ran():
     assert "fine-tuned from v2" in full and "3438 steps x 64 at lr 3e-4" in full and "step 4206 at lr 6e-5" in full
     assert "795 steps" in info["stages"]["instance"] and "53 steps" in info["stages"]["fusion"]
     assert "shrink_photos.py" in info["data"]
-    assert info["decode"] == {"decode": "regression"}
+    assert info["decode"] == {"decode": "mixed", "temperature": 0.38, "mix": 0.35}
     assert len(info["class_rebalance"]["counts"]) == 529 and info["class_rebalance"]["mix"] == 0.5
 
 

@@ -41,6 +41,8 @@ def _load_colorizer(args):
             if args.calibration is None:
                 raise UsageError("--calibration-count needs --calibration DIR")
             options.update(calibration=args.calibration, calibration_count=args.calibration_count)
+        if getattr(args, "mix", None) is not None:
+            options["mix"] = args.mix
         return Colorizer.from_pretrained(args.weights or None, backend=args.backend, device=_device(args),
                                          detector=_make_detector(args), **options)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
@@ -99,6 +101,13 @@ def _check_colorize_options(args) -> None:
             check_temperature(args.temperature)
         except ValueError as e:
             raise UsageError(f"--temperature: {e}") from None
+    if getattr(args, "mix", None) is not None:
+        from .distribution import check_mix
+
+        try:
+            check_mix(args.mix)
+        except ValueError as e:
+            raise UsageError(f"--mix: {e}") from None
     if args.saturation is not None and not 0.0 <= args.saturation <= 1.0:
         raise UsageError(f"--saturation must be in [0, 1] (mean HSV saturation), got {args.saturation}")
 
@@ -437,13 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hints", metavar="FILE",
                    help="a hint set: JSON {\"hints\": [{x, y, rgb | ab, size}, ...], \"global\": {...}} as the editor "
                         "saves it (also the serve API's hints list and a video hints file); with --hint both apply")
-    p.add_argument("--decode", choices=("regression", "distribution"), default=None,
-                   help="ab output: 'regression' (the nets' regression head, the official output) or 'distribution' "
-                        "(annealed mean of the classification head's ab distribution); default: the weights' "
-                        "default decoding (regression)")
+    p.add_argument("--decode", choices=("regression", "distribution", "mixed"), default=None,
+                   help="ab output: 'regression' (the nets' regression head, the official output), 'distribution' "
+                        "(annealed mean of the classification head's ab distribution) or 'mixed' (the two blended, "
+                        "--mix of the annealed mean); default: what the weights recommend (the built-in starter: "
+                        "mixed, T 0.38, mix 0.35), else regression")
     p.add_argument("--temperature", type=float, default=None, metavar="T",
-                   help="annealed-mean temperature of --decode distribution, in (0, 10] (default 0.38; lower = more "
-                        "saturated, 1 = the plain mean)")
+                   help="annealed-mean temperature of --decode distribution / mixed, in (0, 10] (default: the "
+                        "weights' recommendation, else 0.38; lower = more saturated, 1 = the plain mean)")
+    p.add_argument("--mix", type=float, default=None, metavar="M",
+                   help="--decode mixed: the annealed mean's share of the ab, in [0, 1] (default: the weights' "
+                        "recommendation, else 0.35)")
     p.add_argument("--reference", metavar="PHOTO",
                    help="global hint: take the colour histogram of this reference photo (SIGGRAPH'17 global hints; "
                         "needs weights with the global hints branch)")

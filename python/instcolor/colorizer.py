@@ -12,9 +12,11 @@ from .global_hints import GlobalHints, stack_vectors
 from .pipeline import Batch, ColorizeResult, PreparedImage, compose_result, native_ops, prepare_image, run_batch
 from .prepare import Hint, HintPlanes
 
-#: How the ab output is decoded: "regression" (the nets' regression head, the official output) or
-#: "distribution" (annealed mean of the classification head's 529-bin distribution, Zhang et al. 2016).
-DECODES = ("regression", "distribution")
+#: How the ab output is decoded: "regression" (the nets' regression head, the official output),
+#: "distribution" (annealed mean of the classification head's 529-bin distribution, Zhang et al. 2016)
+#: or "mixed" ((1 - mix) x regression + mix x annealed mean: the colourfulness of the one, most of the
+#: fidelity of the other).
+DECODES = ("regression", "distribution", "mixed")
 #: The one place the default decoding is set (``Colorizer(decode=None)`` / ``from_pretrained``).
 DEFAULT_DECODE = "regression"
 
@@ -55,18 +57,21 @@ class Colorizer:
     """
 
     def __init__(self, backend, detector=None, native: bool | None = None, default_size: int = 256,
-                 decode: str | None = None, temperature: float | None = None, weights: str | None = None):
+                 decode: str | None = None, temperature: float | None = None, weights: str | None = None,
+                 mix: float | None = None):
         """``native``: use the native kernels for preparation, fusion and composition (default:
         when the extension is built); False runs the pure PyTorch/numpy reference code.
         ``default_size``: processing size S when ``colorize`` is given none. ``decode``: the default
-        decoding, ``"regression"`` or ``"distribution"`` (None: :data:`DEFAULT_DECODE`); ``temperature``:
-        the annealed-mean temperature of distribution decoding (None:
-        :data:`instcolor.distribution.DEFAULT_TEMPERATURE`, 0.38). ``weights``: a name of the weights
-        for messages (``from_pretrained`` gives the folder)."""
+        decoding, ``"regression"``, ``"distribution"`` or ``"mixed"`` (None: :data:`DEFAULT_DECODE`);
+        ``temperature``: the annealed-mean temperature of distribution and mixed decoding (None:
+        :data:`instcolor.distribution.DEFAULT_TEMPERATURE`, 0.38); ``mix``: the annealed mean's share
+        of mixed decoding, in [0, 1] (None: :data:`instcolor.distribution.DEFAULT_MIX`, 0.35).
+        ``weights``: a name of the weights for messages (``from_pretrained`` gives the folder)."""
         self.default_size = _prepare.check_size(default_size)
         self.decode = check_decode(DEFAULT_DECODE if decode is None else decode)
         self.temperature = _distribution.check_temperature(
             _distribution.DEFAULT_TEMPERATURE if temperature is None else temperature)
+        self.mix = _distribution.check_mix(_distribution.DEFAULT_MIX if mix is None else mix)
         self.weights = weights
         #: log class-rebalancing weights of the head (see :func:`class_log_weights`), undone for suggestions
         self.suggest_log_weights: np.ndarray | None = None
@@ -88,7 +93,8 @@ class Colorizer:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, backend: str = "auto", device: str = "cpu",
                         detector=None, native: bool | None = None, decode: str | None = None,
-                        temperature: float | None = None, **backend_options) -> "Colorizer":
+                        temperature: float | None = None, mix: float | None = None,
+                        **backend_options) -> "Colorizer":
         """Load weights from ``path``, a directory holding either
 
         * latest_net_G.pth, latest_net_GF.pth and latest_net_GComp.pth (the official layout; keys
@@ -113,14 +119,17 @@ class Colorizer:
         one (``instcolor export --precision int8``), or weights plus ``calibration=DIR`` (a folder of
         photos; ``calibration_count``; quantized into the cache on first use, keyed by the weights'
         hash and the calibration's identity; an ``.onnx`` ``detector`` gives the calibration boxes
-        too), or ``None`` for the starter's shipped INT8 export (see :mod:`instcolor.quantize`). ``decode`` / ``temperature``: the default
-        decoding of every call (see :meth:`colorize`; None: ``"regression"`` / 0.38), checked here.
+        too), or ``None`` for the starter's shipped INT8 export (see :mod:`instcolor.quantize`). ``decode`` / ``temperature`` / ``mix``: the
+        default decoding of every call (see :meth:`colorize`; None: what the weights recommend in their
+        bundle's ``info.decode``, else ``"regression"`` / 0.38 / 0.35), checked here.
         Raises :class:`instcolor.models.CheckpointError` when the weight files are missing or do not fit.
         """
         if decode is not None:  # checked before anything loads
             check_decode(decode)
         if temperature is not None:
             _distribution.check_temperature(temperature)
+        if mix is not None:
+            _distribution.check_mix(mix)
         from . import weights as _weights
         from .backends import make_backend
         from .detect import load_detector
@@ -130,13 +139,13 @@ class Colorizer:
             path = _weights.starter_weights()
         from .models.checkpoint import DEFAULT_SIZE, trained_size
 
-        decode, temperature = recommended_decoding(path, decode, temperature)
+        decode, temperature, mix = recommended_decoding(path, decode, temperature, mix)
         if backend_options.get("calibration") is not None and isinstance(detector, (str, os.PathLike)) \
                 and "calibration_detector" not in backend_options:  # calibrate on the boxes it will see
             backend_options["calibration_detector"] = detector
         colorizer = cls(make_backend(path, backend, device=device, **backend_options), detector=load_detector(detector),
                         native=native, default_size=trained_size(path) or DEFAULT_SIZE, decode=decode,
-                        temperature=temperature,
+                        temperature=temperature, mix=mix,
                         weights="the built-in starter weights" if starter else f"the weights {str(path)!r}")
         colorizer.suggest_log_weights = class_log_weights(path)
         if starter:
@@ -159,9 +168,10 @@ class Colorizer:
         global_hints: a :class:`instcolor.GlobalHints` (the colour histogram of a reference photo
               and/or a saturation, SIGGRAPH'17) or None; needs weights with the global hints branch
               (ValueError naming the weights otherwise).
-        decode: ``"regression"`` or ``"distribution"`` (the annealed mean of the classification
+        decode: ``"regression"``, ``"distribution"`` (the annealed mean of the classification
               head's distribution at ``temperature``, upsampled to S and composed like the
-              regression ab); None = ``self.decode`` / ``self.temperature``.
+              regression ab) or ``"mixed"`` (``(1 - self.mix)`` x regression + ``self.mix`` x that
+              annealed mean); None = ``self.decode`` / ``self.temperature``.
         """
         return self.colorize_batch([image], [boxes], [scores], [hints], size=size, global_hints=[global_hints],
                                    decode=decode, temperature=temperature)[0]
@@ -270,7 +280,7 @@ class Colorizer:
             raise ValueError(f"global hints: {self.weights or 'these weights'} have no global hints branch "
                              f"(the nets' global_net, trained by instcolor train --global-hints); colorize "
                              f"without global hints or use weights that have it")
-        needs = [what for what, asked in (("distribution decoding", decode == "distribution"),
+        needs = [what for what, asked in ((f"{decode} decoding", decode in ("distribution", "mixed")),
                                           ("global hints", global_hints), ("colour suggestions", suggestions)) if asked]
         if needs and getattr(self.backend, "run_heads", None) is None:
             name = getattr(self.backend, "name", type(self.backend).__name__)
@@ -304,7 +314,7 @@ class Colorizer:
         (B,529,S/4,S/4) or None). ``instances``: an InstanceState for the batch's instances (sessions)."""
         g = stack_vectors(global_hints, len(prepared))
         self.check_support(decode=decode, global_hints=g is not None, suggestions=want_logits)
-        logits = want_logits or decode == "distribution"
+        logits = want_logits or decode in ("distribution", "mixed")
         if not logits and g is None and instances is None:
             return run_batch(self.backend, prepared), None   # every backend; the official path
         run_heads = self.backend.run_heads
@@ -312,8 +322,9 @@ class Colorizer:
             raise ValueError(f"all images of a batch need one processing size, got {sorted({p.size for p in prepared})}")
         heads = run_heads(Batch.stack(prepared, global_input=g), logits=logits, instances=instances)
         ab = heads.ab
-        if decode == "distribution":
-            ab = _distribution.upsample_ab(_distribution.annealed_mean(heads.logits, temperature), prepared[0].size)
+        if decode in ("distribution", "mixed"):
+            dist = _distribution.upsample_ab(_distribution.annealed_mean(heads.logits, temperature), prepared[0].size)
+            ab = dist if decode == "distribution" else ((1.0 - self.mix) * ab + self.mix * dist).astype(np.float32)
         return [ab[i] for i in range(len(prepared))], heads.logits
 
     # ------------------------------------------------------------------ video
@@ -344,11 +355,13 @@ def suggest_from_logits(logits: np.ndarray, image: np.ndarray, x, y, k: int, log
     return suggest_at(logits[:, row, col], pixel_lightness(image, x, y), k, log_weights=log_weights)
 
 
-def recommended_decoding(path, decode: str | None = None, temperature: float | None = None) -> tuple[str, float]:
-    """The decoding to use with the weights at ``path`` when the caller leaves it open: a bundle may
-    recommend one in ``info.decode`` ({"decode": "distribution", "temperature": T}; the built-in starter
-    does, chosen by measurement, see README) — used when ``decode`` is None or names the same decoding;
-    otherwise :data:`DEFAULT_DECODE` and :data:`instcolor.distribution.DEFAULT_TEMPERATURE`.
+def recommended_decoding(path, decode: str | None = None, temperature: float | None = None,
+                         mix: float | None = None) -> tuple[str, float, float]:
+    """The decoding ``(decode, temperature, mix)`` to use with the weights at ``path`` when the caller
+    leaves it open: a bundle may recommend one in ``info.decode`` ({"decode": "mixed", "temperature": T,
+    "mix": m}; the built-in starter does, chosen by measurement, see README). Its temperature and mix
+    are used when ``decode`` is None or names the same decoding; otherwise :data:`DEFAULT_DECODE`,
+    :data:`instcolor.distribution.DEFAULT_TEMPERATURE` and :data:`instcolor.distribution.DEFAULT_MIX`.
     Official checkpoints recommend nothing (their classification head is untrained): regression."""
     import json
     from pathlib import Path
@@ -359,8 +372,9 @@ def recommended_decoding(path, decode: str | None = None, temperature: float | N
         info = config.get("info") if isinstance(config, dict) else None
         rec = info.get("decode") if isinstance(info, dict) else None
         if isinstance(rec, dict):
-            rec = (check_decode(rec.get("decode")), _distribution.check_temperature(
-                rec.get("temperature", _distribution.DEFAULT_TEMPERATURE)))
+            rec = (check_decode(rec.get("decode")),
+                   _distribution.check_temperature(rec.get("temperature", _distribution.DEFAULT_TEMPERATURE)),
+                   _distribution.check_mix(rec.get("mix", _distribution.DEFAULT_MIX)))
         else:
             rec = None
     except (OSError, ValueError, TypeError, AttributeError):
@@ -368,9 +382,12 @@ def recommended_decoding(path, decode: str | None = None, temperature: float | N
     if decode is None:
         decode = rec[0] if rec else DEFAULT_DECODE
     decode = check_decode(decode)
+    same = rec is not None and rec[0] == decode
     if temperature is None:
-        temperature = rec[1] if rec and rec[0] == decode else _distribution.DEFAULT_TEMPERATURE
-    return decode, _distribution.check_temperature(temperature)
+        temperature = rec[1] if same else _distribution.DEFAULT_TEMPERATURE
+    if mix is None:
+        mix = rec[2] if same else _distribution.DEFAULT_MIX
+    return decode, _distribution.check_temperature(temperature), _distribution.check_mix(mix)
 
 
 def class_log_weights(path) -> np.ndarray | None:

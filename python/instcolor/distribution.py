@@ -21,6 +21,7 @@ AB_MAX = 110.0
 GRID = int(2 * AB_MAX / AB_STEP + 1)   # 23
 NUM_BINS = GRID * GRID                  # 529
 DEFAULT_TEMPERATURE = 0.38              # Zhang et al. 2016
+DEFAULT_MIX = 0.35                      # share of the annealed mean in mixed decoding (chosen on val, README)
 DEFAULT_REBALANCE_MIX = 0.5             # lambda of the uniform mix (Zhang et al. 2016)
 DEFAULT_PRIOR_SIGMA = 5.0               # Gaussian smoothing of the prior, Lab units
 
@@ -59,14 +60,39 @@ def check_temperature(temperature) -> float:
     return t
 
 
+def check_mix(mix) -> float:
+    """``mix`` as a float in [0, 1] (the annealed mean's share in mixed decoding); ValueError naming it otherwise."""
+    try:
+        m = float(mix)
+    except (TypeError, ValueError):
+        raise ValueError(f"mix must be a number in [0, 1], got {mix!r}") from None
+    if not (0.0 <= m <= 1.0):
+        raise ValueError(f"mix must be in [0, 1] (the annealed mean's share of the ab), got {mix!r}")
+    return m
+
+
 def annealed_mean(logits: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
     """Class logits (N, 529, h, w) -> normalised ab (N, 2, h, w) float32: the mean of the
-    distribution re-sharpened at ``temperature`` (Zhang et al. 2016, Eq. 5)."""
+    distribution re-sharpened at ``temperature`` (Zhang et al. 2016, Eq. 5).
+
+    Computed as sum_k e_k c_k / sum_k e_k with e = exp((logits - max) / T): one matrix product
+    of [centres; ones] (3, 529) with e (529, h*w) per image gives both sums, so the probabilities
+    are never normalised bin by bin (the same numbers as :func:`softmax` then the weighted sum, up
+    to float32 rounding)."""
     logits = np.asarray(logits, np.float32)
     if logits.ndim != 4 or logits.shape[1] != NUM_BINS:
         raise ValueError(f"class logits must be (N, {NUM_BINS}, h, w), got {logits.shape}")
-    p = softmax(logits, check_temperature(temperature), axis=1)
-    return np.einsum("nkhw,kc->nchw", p, bin_centers()).astype(np.float32)
+    inv_t = np.float32(1.0 / check_temperature(temperature))
+    n, k, h, w = logits.shape
+    weights = np.concatenate([bin_centers().T, np.ones((1, k), np.float32)], 0)   # (3, 529)
+    out = np.empty((n, 2, h, w), np.float32)
+    for i in range(n):
+        e = logits[i].reshape(k, h * w) - logits[i].reshape(k, h * w).max(axis=0, keepdims=True)
+        e *= inv_t
+        np.exp(e, out=e)
+        sums = weights @ e                                                         # (3, h*w)
+        out[i] = (sums[:2] / sums[2:]).reshape(2, h, w)
+    return out
 
 
 def upsample_ab(ab: np.ndarray, size: int) -> np.ndarray:
@@ -125,6 +151,6 @@ def rebalance_weights(prior: np.ndarray, mix: float = DEFAULT_REBALANCE_MIX) -> 
     return w.astype(np.float32)
 
 
-__all__ = ["AB_MAX", "AB_STEP", "DEFAULT_TEMPERATURE", "DEFAULT_REBALANCE_MIX", "GRID", "NUM_BINS",
-           "ab_histogram", "ab_to_bins", "annealed_mean", "bin_centers", "check_temperature",
+__all__ = ["AB_MAX", "AB_STEP", "DEFAULT_MIX", "DEFAULT_TEMPERATURE", "DEFAULT_REBALANCE_MIX", "GRID", "NUM_BINS",
+           "ab_histogram", "ab_to_bins", "annealed_mean", "bin_centers", "check_mix", "check_temperature",
            "rebalance_weights", "smoothed_prior", "softmax", "upsample_ab"]
