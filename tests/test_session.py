@@ -64,6 +64,9 @@ def test_session_equals_uncached_colorize(colorizer, image):
     _same(s.colorize(hints=HINT_SETS[1], decode="distribution", temperature=0.5),
           colorizer.colorize(image, boxes=BOXES, scores=SCORES, hints=HINT_SETS[1], decode="distribution",
                              temperature=0.5))
+    for kwargs in ({}, dict(exclude=[1]), dict(decode="mixed", temperature=0.5)):  # the ab alone, nothing composed
+        want = s.colorize(hints=HINT_SETS[1], **kwargs).ab
+        np.testing.assert_array_equal(s.infer_ab(hints=HINT_SETS[1], **kwargs), want)
 
 
 def test_instance_net_runs_once_per_kept_box_set(colorizer, image):

@@ -86,11 +86,23 @@ class EditSession:
         """The image colorized with ``hints`` / ``global_hints`` / ``decode`` / ``temperature`` (as in
         :meth:`instcolor.Colorizer.colorize`) and the session's boxes except the indices in
         ``exclude``. ``result.boxes`` / ``scores`` / ``labels`` are those of the boxes used."""
+        ab, p, keep = self._ab(hints, global_hints, exclude, decode, temperature)
+        return compose_result(p, ab, *self._extras(keep), ops=self.colorizer.ops)
+
+    def infer_ab(self, hints: Sequence[_prepare.Hint] | _prepare.HintPlanes = (), global_hints: GlobalHints | None = None,
+                 exclude: Sequence[int] = (), decode: str | None = None,
+                 temperature: float | None = None) -> np.ndarray:
+        """The predicted ab (2, S, S) float32 normalised (Lab ab / 110) of :meth:`colorize` with the same
+        arguments, without composing the full-resolution picture (``colorize(...).ab`` equals it): for
+        callers that compose at another size themselves (the editor's previews)."""
+        return self._ab(hints, global_hints, exclude, decode, temperature)[0]
+
+    def _ab(self, hints, global_hints, exclude, decode, temperature):
         c = self.colorizer
         decode, temperature = c._decoding(decode, temperature)
         p, keep = self._for(hints, global_hints, exclude)
         abs_, _ = c._infer([p], [global_hints], decode, temperature, instances=self._instances(keep))
-        return compose_result(p, abs_[0], *self._extras(keep), ops=c.ops)
+        return abs_[0], p, keep
 
     def suggest_colors(self, x: float, y: float, k: int = 8, hints: Sequence[_prepare.Hint] | _prepare.HintPlanes = (),
                        global_hints: GlobalHints | None = None,

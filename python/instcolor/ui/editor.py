@@ -315,9 +315,13 @@ class EditSession:
         if hit is not None:
             self._results.move_to_end(key)
             return hit
+        infer_ab = getattr(self.inner, "infer_ab", None)  # sessions that can skip the full-size composition
         try:
-            result = self.inner.colorize(hints=list(state.hints), global_hints=state.global_hints,
-                                         exclude=list(state.exclude))
+            if infer_ab is not None:
+                ab = infer_ab(hints=list(state.hints), global_hints=state.global_hints, exclude=list(state.exclude))
+            else:
+                ab = self.inner.colorize(hints=list(state.hints), global_hints=state.global_hints,
+                                         exclude=list(state.exclude)).ab
         except ServeError:
             raise
         except (ValueError, TypeError) as e:  # inputs the model refuses (e.g. hints it cannot place)
@@ -325,7 +329,7 @@ class EditSession:
             field = "global" if msg.startswith("global") else "exclude" if msg.startswith("exclude") else "hints"
             raise InvalidOption(field, msg) from None
         self.runs += 1
-        ab = np.ascontiguousarray(result.ab, np.float32)
+        ab = np.ascontiguousarray(ab, np.float32)
         self._results[key] = ab
         while len(self._results) > self._max_results:
             self._results.popitem(last=False)
