@@ -70,8 +70,9 @@ def serve(args) -> int:
 
         def detector(img):  # three instances on the generated scene
             return Detections(boxes, np.array([0.9, 0.85, 0.8], np.float32), np.array([0, 2, 16]))
-    colorizer = Colorizer.from_pretrained(args.weights, backend=args.backend, detector=detector)
-    app = build_app(ServeSettings(backend=args.backend, warmup=True, timeout_s=120), colorizer=colorizer)
+    colorizer = Colorizer.from_pretrained(args.weights, backend=args.backend, detector=detector, decode=args.decode)
+    app = build_app(ServeSettings(backend=args.backend, warmup=True, timeout_s=120, decode=args.decode),
+                    colorizer=colorizer)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
@@ -86,6 +87,8 @@ def start_server(args, timeout_s: float = 300.0):
         cmd += ["--weights", args.weights]
     if args.detector:
         cmd += ["--detector", args.detector]
+    if args.decode:
+        cmd += ["--decode", args.decode]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout_s
     import selectors
@@ -224,6 +227,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", help="weights folder (default: the built-in starter weights)")
     ap.add_argument("--backend", default="torch", help="Colorizer backend (default torch: cached instance features)")
     ap.add_argument("--size", type=int, default=256, help="processing size S (default 256)")
+    ap.add_argument("--decode", choices=("regression", "distribution", "mixed"), default=None,
+                    help="the server's decoding, as instcolor serve --decode (default: what the weights recommend)")
     ap.add_argument("--edits", type=int, default=40, help="timed edits (default 40)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed edits first (default 3)")
     ap.add_argument("--gap-ms", type=int, default=50, help="idle time between edits (default 50)")

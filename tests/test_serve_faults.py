@@ -262,3 +262,20 @@ def test_cli_refuses_bad_settings_before_listening(tiny_weights_dir, tmp_path):
     assert r.returncode == 2 and "missing" in r.stderr and "listening" not in r.stderr
     r = run("--replicas", "3")
     assert r.returncode == 2 and "--replicas applies to --ray only" in r.stderr
+    r = run("--mix", "2")
+    assert r.returncode == 2 and "--mix" in r.stderr and "listening" not in r.stderr
+
+
+def test_serve_decoding_settings_reach_the_colorizer(tiny_weights_dir):
+    from instcolor.serve import ServeSettings
+    from instcolor.serve.app import default_loader
+
+    c = default_loader(ServeSettings(weights=str(tiny_weights_dir), backend="torch", decode="mixed",
+                                     temperature=0.5, mix=0.25, warmup=False))
+    assert (c.decode, c.temperature, c.mix) == ("mixed", 0.5, 0.25)
+    c = default_loader(ServeSettings(weights=str(tiny_weights_dir), backend="torch", warmup=False))
+    assert c.decode == "regression"  # the tiny weights recommend nothing
+    for kwargs, match in ((dict(decode="magic"), "decode"), (dict(temperature=0), "temperature"),
+                          (dict(mix=-1), "mix")):
+        with pytest.raises(ValueError, match=match):
+            ServeSettings(**kwargs)

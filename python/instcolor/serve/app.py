@@ -36,7 +36,8 @@ def default_loader(settings: ServeSettings):
     if settings.detector:
         detector = load_detector(settings.detector, score_threshold=settings.score_threshold)
     return Colorizer.from_pretrained(settings.weights, backend=settings.backend, device=settings.device,
-                                     detector=detector)
+                                     detector=detector, decode=settings.decode, temperature=settings.temperature,
+                                     mix=settings.mix)
 
 
 def _one_kernel_thread() -> None:

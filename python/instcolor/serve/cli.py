@@ -25,6 +25,13 @@ def add_serve_parser(subparsers) -> None:
                    help="ONNX object detector run on requests that give no boxes; default: none (requests "
                         "without boxes use the full-image net)")
     p.add_argument("--score-threshold", type=float, default=0.3, metavar="T", help="minimum detector score")
+    p.add_argument("--decode", choices=("regression", "distribution", "mixed"), default=None,
+                   help="ab decoding of every request and edit (default: what the weights recommend; the built-in "
+                        "starter: mixed); regression skips the classification head (faster editor previews)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="annealed-mean temperature of distribution / mixed decoding (default: the weights' recommendation)")
+    p.add_argument("--mix", type=float, default=None, metavar="M",
+                   help="mixed decoding: the annealed mean's share, in [0, 1] (default: the weights' recommendation)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port; the log line says which)")
     p.add_argument("--max-batch", type=int, default=8, metavar="N",
@@ -70,7 +77,8 @@ def settings_from_args(args):
                              score_threshold=args.score_threshold, host=args.host, port=args.port,
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                              max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, timeout_s=args.timeout_s,
-                             io_threads=args.io_threads)
+                             io_threads=args.io_threads, decode=args.decode, temperature=args.temperature,
+                             mix=args.mix)
     except ValueError as e:  # "max_wait_ms: ..." -> "--max-wait-ms: ..."
         field, _, rest = str(e).partition(": ")
         raise UsageError(f"--{field.replace('_', '-')}: {rest}") from None

@@ -28,6 +28,9 @@ class ServeSettings:
     model_name: str = "instcolor"
     model_version: str = "1"
     warmup: bool = True                 # run the model once before reporting ready
+    decode: str | None = None           # ab decoding (None: what the weights recommend); see Colorizer
+    temperature: float | None = None    # annealed-mean temperature of distribution / mixed decoding
+    mix: float | None = None            # the annealed mean's share in mixed decoding
 
     def __post_init__(self):
         def bad(name, why):
@@ -66,6 +69,21 @@ class ServeSettings:
                 bad("max_pixels", "expected a positive whole number of pixels")
         if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             bad("backend", "expected auto, torch, onnxruntime or tensorrt")
+        if self.decode is not None:
+            from ..colorizer import check_decode
+
+            try:
+                check_decode(self.decode)
+            except ValueError:
+                bad("decode", "expected regression, distribution or mixed")
+        from ..distribution import check_mix, check_temperature
+
+        for name, check in (("temperature", check_temperature), ("mix", check_mix)):
+            if getattr(self, name) is not None:
+                try:
+                    check(getattr(self, name))
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from None
         if not self.model_name or "/" in self.model_name:
             bad("model_name", "expected a name without '/'")
 
