@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("folder", type=Path, help="folder of photos")
     ap.add_argument("-o", "--output", type=Path, required=True, help="sheet file (.jpg or .png)")
     ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the built-in starter)")
-    ap.add_argument("--decode", choices=("regression", "distribution"), default=None,
+    ap.add_argument("--decode", choices=("regression", "distribution", "mixed"), default=None,
                     help="decoding (default: instcolor's default)")
     ap.add_argument("--temperature", type=float, default=None, help="annealed-mean temperature of --decode distribution")
     ap.add_argument("--size", type=int, default=None, help="processing size (default: the weights' own)")
