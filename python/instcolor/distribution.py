@@ -87,7 +87,8 @@ def annealed_mean(logits: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) 
     weights = np.concatenate([bin_centers().T, np.ones((1, k), np.float32)], 0)   # (3, 529)
     out = np.empty((n, 2, h, w), np.float32)
     for i in range(n):
-        e = logits[i].reshape(k, h * w) - logits[i].reshape(k, h * w).max(axis=0, keepdims=True)
+        z = logits[i].reshape(k, h * w)
+        e = z - z.max(axis=0, keepdims=True)
         e *= inv_t
         np.exp(e, out=e)
         # einsum's own loops, not BLAS: OpenBLAS's worker threads keep spinning after a call and

@@ -136,6 +136,10 @@ class BatchSession:
         return self.colorizer.colorize_batch([self.image], [self._kept(exclude)], [None], [list(hints)],
                                              size=self.size, **kwargs)[0]
 
+    def infer_ab(self, hints=(), global_hints=None, exclude=(), **_):
+        """``colorize(...).ab``: a batch colorizer has no cheaper way to the ab alone."""
+        return self.colorize(hints=hints, global_hints=global_hints, exclude=exclude).ab
+
     def suggest_colors(self, x, y, k=8, hints=(), global_hints=None, exclude=()):
         fn = getattr(self.colorizer, "suggest_colors", None)
         if fn is None:
@@ -315,13 +319,9 @@ class EditSession:
         if hit is not None:
             self._results.move_to_end(key)
             return hit
-        infer_ab = getattr(self.inner, "infer_ab", None)  # sessions that can skip the full-size composition
         try:
-            if infer_ab is not None:
-                ab = infer_ab(hints=list(state.hints), global_hints=state.global_hints, exclude=list(state.exclude))
-            else:
-                ab = self.inner.colorize(hints=list(state.hints), global_hints=state.global_hints,
-                                         exclude=list(state.exclude)).ab
+            ab = self.inner.infer_ab(hints=list(state.hints), global_hints=state.global_hints,
+                                     exclude=list(state.exclude))
         except ServeError:
             raise
         except (ValueError, TypeError) as e:  # inputs the model refuses (e.g. hints it cannot place)
