@@ -218,6 +218,67 @@ def test_rotation_kept_and_frames_processed_upright(clip_dir, tmp_path, tiny_col
     np.testing.assert_array_equal(shown[0], expect)
 
 
+def smooth_frame(i: int, w: int = 96, h: int = 64) -> np.ndarray:
+    """Colours that vary smoothly, as in colorized output (its ab is a bilinear upsample of an S x S
+    map): a 12 x 8 random picture upsampled 8x."""
+    import cv2
+
+    small = np.random.default_rng(i).integers(30, 226, (h // 8, w // 8, 3)).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def test_encoder_frames_match_what_was_written(tmp_path, monkeypatch):
+    """A yuv420p stream gets sink.rgb_to_i420 (BT.601 limited range as FFmpeg's, chroma of each 2x2
+    block's mean colour): decoded back, frames are at least as close to the RGB written as with PyAV's
+    own conversion (the path without OpenCV)."""
+    import sys
+
+    from instcolor.video.sink import VideoFileSink
+    from instcolor.video.source import VideoInfo
+
+    frames = [smooth_frame(i) for i in range(3)] + [scene(i, 96, 64) for i in range(2)]
+    info = VideoInfo(name="t", kind="arrays", width=96, height=64, time_base=Fraction(1, 10), rate=Fraction(10))
+
+    def encode(name):
+        out = tmp_path / name
+        with VideoFileSink(out, info, VideoOptions(crf=0), (64, 96)) as sink:
+            for i, f in enumerate(frames):
+                sink.write(f, i, Fraction(1, 10))
+        with av.open(str(out)) as c:
+            assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+        return decode(out)[0]
+
+    def psnr(a, b):
+        return 10 * np.log10(255 ** 2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
+
+    with_cv2 = encode("cv2.mp4")
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ImportError: PyAV converts
+    without = encode("pyav.mp4")
+    for f, a, b in zip(frames, with_cv2, without, strict=True):
+        assert psnr(a, f) > 30 and psnr(a, f) >= psnr(b, f) - 0.05, (psnr(a, f), psnr(b, f))
+        assert psnr(a, b) > 30
+
+
+def test_rgb_to_i420_uses_ffmpegs_matrix_and_range():
+    from instcolor.video.sink import rgb_to_i420
+
+    for colour in [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0), (200, 120, 40)]:
+        img = np.full((8, 6, 3), colour, np.uint8)
+        ours = rgb_to_i420(img).astype(int)
+        ffmpeg = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p").to_ndarray().astype(int)
+        assert ours.shape == ffmpeg.shape == (12, 6)
+        assert np.abs(ours - ffmpeg).max() <= 1, (colour, ours[[0, 8, 10], 0], ffmpeg[[0, 8, 10], 0])
+    # each chroma sample is its block's mean colour: one red pixel in a black 2x2 block
+    img = np.zeros((2, 2, 3), np.uint8)
+    img[1, 1] = (255, 0, 0)
+    mean = np.full((2, 2, 3), (64, 0, 0), np.uint8)  # 255 / 4, rounded
+    np.testing.assert_allclose(rgb_to_i420(img)[2:].astype(int), rgb_to_i420(mean)[2:].astype(int), atol=1)
+    # heights that are 2 mod 4 put the chroma planes across rows (I420 is planar bytes)
+    img = scene(0, 10, 6)
+    ffmpeg = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p").to_ndarray().astype(int)
+    assert np.abs(rgb_to_i420(img).astype(int) - ffmpeg).mean() < 4
+
+
 def test_stabilize_none_equals_per_frame_colorize(plain_clip, tmp_path, tiny_colorizer):
     frames, _, _ = decode(plain_clip)
     per_frame = [tiny_colorizer.colorize(f, size=SIZE).rgb for f in frames]
