@@ -113,6 +113,42 @@ def test_session_suggestions_equal_uncached(colorizer, image):
         assert s.suggest_colors(x, y, k=6, hints=HINT_SETS[1], exclude=exclude) == want
 
 
+def test_suggestions_reuse_the_logits_of_the_preview_of_the_same_state(colorizer, image):
+    """With distribution / mixed decoding a colorization computes the class logits; suggestions for the
+    same hints, global hints and boxes then run no net (the editor asks for them right after each
+    preview), and equal the uncached ones. Any change of state runs the net again."""
+    s = colorizer.open_session(image, boxes=BOXES)
+    want = colorizer.suggest_colors(image, 33, 41, k=6, boxes=BOXES[[0, 2]], hints=HINT_SETS[2])
+    calls = []
+    run_heads = colorizer.backend.run_heads
+
+    def counting(*a, **k):
+        calls.append(k.get("logits"))
+        return run_heads(*a, **k)
+
+    colorizer.backend.run_heads = counting
+    try:
+        s.infer_ab(hints=HINT_SETS[2], exclude=[1], decode="mixed")
+        assert calls == [True]
+        got = s.suggest_colors(33, 41, k=6, hints=HINT_SETS[2], exclude=[1])
+        assert calls == [True]  # no second run
+        assert got == want
+        s.suggest_colors(5, 5, k=6, hints=HINT_SETS[2], exclude=[1])  # another point, same state: free
+        assert len(calls) == 1
+        for kw in (dict(hints=HINT_SETS[1], exclude=[1]), dict(hints=HINT_SETS[2], exclude=[]),
+                   dict(hints=HINT_SETS[2], exclude=[1], global_hints=GlobalHints(saturation=0.5))):
+            n = len(calls)
+            try:
+                s.suggest_colors(33, 41, k=6, **kw)
+            except ValueError:  # weights without the global hints branch
+                continue
+            assert len(calls) == n + 1, kw
+        s.infer_ab(hints=HINT_SETS[1], decode="regression")  # no logits: the cache stays as it was
+        assert calls[-1] is False
+    finally:
+        colorizer.backend.run_heads = run_heads
+
+
 def test_session_runs_the_detector_once(image):
     calls = []
 

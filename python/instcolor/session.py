@@ -59,6 +59,7 @@ class EditSession:
         run_instances = getattr(backend, "run_instances", None)
         self.cached = run_instances is not None and getattr(backend, "run_heads", None) is not None
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()   # kept boxes -> InstanceState
+        self._logits = None  # (Prepared, global hints, kept boxes, class logits) of the last run that made them
         if self.cached and len(sel):
             self._instances(np.arange(len(sel), dtype=np.int64))
 
@@ -101,7 +102,9 @@ class EditSession:
         c = self.colorizer
         decode, temperature = c._decoding(decode, temperature)
         p, keep = self._for(hints, global_hints, exclude)
-        abs_, _ = c._infer([p], [global_hints], decode, temperature, instances=self._instances(keep))
+        abs_, logits = c._infer([p], [global_hints], decode, temperature, instances=self._instances(keep))
+        if logits is not None:  # distribution / mixed decoding: suggestions for this state come free
+            self._logits = (p, global_hints, keep, logits[0])
         return abs_[0], p, keep
 
     def suggest_colors(self, x: float, y: float, k: int = 8, hints: Sequence[_prepare.Hint] | _prepare.HintPlanes = (),
@@ -115,9 +118,13 @@ class EditSession:
         k = check_k(k)
         c = self.colorizer
         p, keep = self._for(hints, global_hints, exclude)
-        _, logits = c._infer([p], [global_hints], "regression", c.temperature, want_logits=True,
-                             instances=self._instances(keep))
-        return suggest_from_logits(logits[0], p.image, x, y, k, c.suggest_log_weights)
+        logits = self._cached_logits(p, global_hints, keep)
+        if logits is None:
+            _, out = c._infer([p], [global_hints], "regression", c.temperature, want_logits=True,
+                              instances=self._instances(keep))
+            logits = out[0]
+            self._logits = (p, global_hints, keep, logits)
+        return suggest_from_logits(logits, p.image, x, y, k, c.suggest_log_weights)
 
     # ------------------------------------------------------------------ internals
     def _keep(self, exclude) -> np.ndarray:
@@ -145,6 +152,19 @@ class EditSession:
             p = dataclasses.replace(p, boxes=p.boxes[keep], crop_L=p.crop_L[keep],
                                     box_info=[level[keep] for level in p.box_info])
         return dataclasses.replace(p, hint_ab=hint_ab, hint_mask=hint_mask), keep
+
+    def _cached_logits(self, p, global_hints, keep) -> np.ndarray | None:
+        """The class logits of the last run when it had these hints, global hints and boxes (the editor
+        asks for suggestions right after the preview of the same state), else None."""
+        if self._logits is None:
+            return None
+        q, g, kept, logits = self._logits
+        same_global = (g is None and global_hints is None) or (
+            g is not None and global_hints is not None and g.to_json() == global_hints.to_json())
+        if (same_global and np.array_equal(kept, keep) and np.array_equal(q.hint_ab, p.hint_ab)
+                and np.array_equal(q.hint_mask, p.hint_mask)):
+            return logits
+        return None
 
     def _instances(self, keep: np.ndarray):
         """The instance state of the kept boxes (None: no boxes kept, or not cached)."""
