@@ -29,8 +29,9 @@ class VideoOptions:
       stabilize       "flow": blend ab along the optical flow (see :mod:`instcolor.video.stabilize`);
                       "none": every frame exactly as :meth:`Colorizer.colorize` colours it
       blend           weight of the flow-warped previous ab at non-occluded pixels (0..1; 0.95: on the
-                      clips of ../shared/videos the encoded output's CDC ratio was 0.78-1.05 against
-                      0.81-1.25 with 0.9, PSNR within 0.07 dB, colourfulness 0.4-2.1 % below per-frame)
+                      clips of ../shared/videos the encoded output's CDC ratio was 0.75-1.05 against
+                      0.77-1.25 with 0.9; PSNR -0.07..+0.23 dB and colourfulness 0.2-2.1 % below
+                      per-frame, README *Video*)
       flow_preset     OpenCV DIS preset for the processing-resolution flow
       scene_threshold grey-histogram distance (0..1, half the L1 distance) above which a frame starts
                       a new scene: stabiliser, tracker and tracked hints restart

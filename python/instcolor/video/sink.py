@@ -58,9 +58,9 @@ def rgb_to_i420(rgb: np.ndarray) -> np.ndarray | None:
     """(H, W, 3) uint8 RGB, H and W even -> (3H/2, W) uint8 I420 (the layout of a yuv420p frame), BT.601
     limited range; None without OpenCV. Y is OpenCV's RGB -> I420 luma; each chroma sample is the
     BT.601 Cb / Cr of the mean colour of its 2x2 block (area downsampling). At 1280x720 it costs
-    about 2 ms against about 5 ms for an RGB frame that the encoder converts, and colorized frames
+    2-3 ms against about 5 ms for an RGB frame that the encoder converts, and colorized frames
     decode back 0.1-0.5 dB closer to the RGB written than with FFmpeg's conversion (measured on
-    bigbuckbunny / car-detection frames, 2026-11-30)."""
+    bigbuckbunny / car-detection frames, 2026-12-01)."""
     try:
         import cv2
     except ImportError:  # the video extra has it; without it the encoder converts
