@@ -28,10 +28,10 @@ class VideoOptions:
       max_instances   at most this many tracked boxes per frame (0..8)
       stabilize       "flow": blend ab along the optical flow (see :mod:`instcolor.video.stabilize`);
                       "none": every frame exactly as :meth:`Colorizer.colorize` colours it
-      blend           weight of the flow-warped previous ab at non-occluded pixels (0..1; 0.95: on the
-                      clips of ../shared/videos the encoded output's CDC ratio was 0.75-1.05 against
-                      0.77-1.25 with 0.9; PSNR -0.07..+0.23 dB and colourfulness 0.2-2.1 % below
-                      per-frame, README *Video*)
+      blend           weight of the flow-warped previous ab at non-occluded pixels (0..1; 0.97: on the
+                      clips of ../shared/videos the encoded output's CDC ratio was 0.70-1.06 with and
+                      without the detector, against up to 1.18 with 0.95 and 1.25 with 0.9; PSNR
+                      -0.10..+0.28 dB, colourfulness +0.2..-2.6 % of per-frame, README *Video*)
       flow_preset     OpenCV DIS preset for the processing-resolution flow
       scene_threshold grey-histogram distance (0..1, half the L1 distance) above which a frame starts
                       a new scene: stabiliser, tracker and tracked hints restart
@@ -55,7 +55,7 @@ class VideoOptions:
     detect_every: int = 5
     max_instances: int = 8
     stabilize: str = "flow"
-    blend: float = 0.95
+    blend: float = 0.97
     flow_preset: str = "fast"
     scene_threshold: float = 0.5
     batch_size: int = 4

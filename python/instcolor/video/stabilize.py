@@ -25,7 +25,7 @@ from .flow import occlusion, remap
 class FlowStabilizer:
     """Recursive flow-guided blend of ab (see the module docstring). One per video, one thread."""
 
-    def __init__(self, blend: float = 0.95, grey_tolerance: float = 12.0):
+    def __init__(self, blend: float = 0.97, grey_tolerance: float = 12.0):
         if not 0.0 <= blend <= 1.0:
             raise ValueError(f"blend must be in [0, 1], got {blend}")
         self.blend = float(blend)
