@@ -24,6 +24,7 @@ backends run concurrent calls; each session owns its cached state). Nothing here
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections import OrderedDict
 from typing import Sequence
@@ -59,7 +60,7 @@ class EditSession:
         run_instances = getattr(backend, "run_instances", None)
         self.cached = run_instances is not None and getattr(backend, "run_heads", None) is not None
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()   # kept boxes -> InstanceState
-        self._logits = None  # (Prepared, global hints, kept boxes, class logits) of the last run that made them
+        self._logits = None  # (state key, class logits) of the last run that made them (see _state_key)
         if self.cached and len(sel):
             self._instances(np.arange(len(sel), dtype=np.int64))
 
@@ -104,7 +105,7 @@ class EditSession:
         p, keep = self._for(hints, global_hints, exclude)
         abs_, logits = c._infer([p], [global_hints], decode, temperature, instances=self._instances(keep))
         if logits is not None:  # distribution / mixed decoding: suggestions for this state come free
-            self._logits = (p, global_hints, keep, logits[0])
+            self._logits = (self._state_key(p, global_hints, keep), logits[0])
         return abs_[0], p, keep
 
     def suggest_colors(self, x: float, y: float, k: int = 8, hints: Sequence[_prepare.Hint] | _prepare.HintPlanes = (),
@@ -118,13 +119,12 @@ class EditSession:
         k = check_k(k)
         c = self.colorizer
         p, keep = self._for(hints, global_hints, exclude)
-        logits = self._cached_logits(p, global_hints, keep)
-        if logits is None:
+        key = self._state_key(p, global_hints, keep)
+        if self._logits is None or self._logits[0] != key:  # not the state of the last run with logits
             _, out = c._infer([p], [global_hints], "regression", c.temperature, want_logits=True,
                               instances=self._instances(keep))
-            logits = out[0]
-            self._logits = (p, global_hints, keep, logits)
-        return suggest_from_logits(logits, p.image, x, y, k, c.suggest_log_weights)
+            self._logits = (key, out[0])
+        return suggest_from_logits(self._logits[1], p.image, x, y, k, c.suggest_log_weights)
 
     # ------------------------------------------------------------------ internals
     def _keep(self, exclude) -> np.ndarray:
@@ -153,18 +153,13 @@ class EditSession:
                                     box_info=[level[keep] for level in p.box_info])
         return dataclasses.replace(p, hint_ab=hint_ab, hint_mask=hint_mask), keep
 
-    def _cached_logits(self, p, global_hints, keep) -> np.ndarray | None:
-        """The class logits of the last run when it had these hints, global hints and boxes (the editor
-        asks for suggestions right after the preview of the same state), else None."""
-        if self._logits is None:
-            return None
-        q, g, kept, logits = self._logits
-        same_global = (g is None and global_hints is None) or (
-            g is not None and global_hints is not None and g.to_json() == global_hints.to_json())
-        if (same_global and np.array_equal(kept, keep) and np.array_equal(q.hint_ab, p.hint_ab)
-                and np.array_equal(q.hint_mask, p.hint_mask)):
-            return logits
-        return None
+    @staticmethod
+    def _state_key(p, global_hints, keep) -> tuple:
+        """What the class logits depend on besides the session's image and boxes: the hint planes, the
+        global hints and the kept boxes (the editor asks for suggestions right after the preview of
+        the same state, and then reuses that run's logits)."""
+        g = None if global_hints is None else json.dumps(global_hints.to_json(), sort_keys=True)
+        return p.hint_ab.tobytes(), p.hint_mask.tobytes(), g, tuple(int(i) for i in keep)
 
     def _instances(self, keep: np.ndarray):
         """The instance state of the kept boxes (None: no boxes kept, or not cached)."""
