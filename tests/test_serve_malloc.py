@@ -41,12 +41,15 @@ def test_keep_freed_blocks_stops_page_faults_of_repeated_large_arrays():
     assert plain > 10 * max(tuned, 1.0), (plain, tuned)
 
 
-def test_server_startup_applies_it(monkeypatch):
+def test_the_serve_command_applies_it_and_build_app_does_not(monkeypatch):
+    """The setting is process-wide: the server process (``instcolor serve``, a Ray replica) applies
+    it; an app built inside another program (this test process) leaves that program's malloc alone."""
     pytest.importorskip("fastapi", reason="instcolor serve needs the serve extra: pip install '.[serve]'")
+    pytest.importorskip("uvicorn", reason="instcolor serve needs the serve extra: pip install '.[serve]'")
     from fastapi.testclient import TestClient
 
-    from instcolor.serve import ServeSettings, build_app
-    from instcolor.serve import malloc
+    from instcolor.errors import UsageError
+    from instcolor.serve import ServeSettings, app as app_module, build_app, cli, malloc
 
     calls = []
     monkeypatch.setattr(malloc, "keep_freed_blocks", lambda: calls.append(1) or True)
@@ -60,4 +63,12 @@ def test_server_startup_applies_it(monkeypatch):
 
     with TestClient(build_app(ServeSettings(warmup=False), colorizer=Tiny())):
         pass
+    assert calls == []
+
+    def no_weights(settings):
+        raise FileNotFoundError("weights: no such folder")
+
+    monkeypatch.setattr(app_module, "default_loader", no_weights)  # stop before listening
+    with pytest.raises(UsageError, match="no such folder"):
+        cli._serve_uvicorn(ServeSettings(), "warning")
     assert calls == [1]

@@ -4,6 +4,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -92,6 +93,9 @@ def test_two_replicas_on_a_two_node_loopback_cluster(tiny_weights_dir):
             expected.append((read_image(r.content).rgb, r.headers["instcolor-boxes"]))
 
     port = _free_port()
+    # ray.init installs its own SIGTERM handler in this (the pytest) process and leaves it after
+    # shutdown; processes forked later (the trainer's sample workers) would inherit it
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
                                                             "include_dashboard": False})
     try:
@@ -133,3 +137,5 @@ def test_two_replicas_on_a_two_node_loopback_cluster(tiny_weights_dir):
         finally:
             ray.shutdown()
             cluster.shutdown()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)

@@ -369,6 +369,32 @@ def test_worker_processes_make_the_same_samples_and_weights(photos, tmp_path):
         Trainer(_cfg(photos, tmp_path / "bad", workers=-1), progress=False)
 
 
+def test_sample_workers_end_even_when_the_parent_handles_sigterm(photos, tmp_path):
+    """Pool.terminate() ends workers with SIGTERM. A parent with a Python SIGTERM handler (Ray's
+    driver installs one) must not hand it to the forked workers, or close() waits forever."""
+    import os
+    import signal
+    import threading
+
+    from instcolor.train.loop import SampleFeeder
+
+    old = signal.signal(signal.SIGTERM, lambda *a: None)  # a handler that does not exit
+    try:
+        t = Trainer(_cfg(photos, tmp_path / "w", steps=2), progress=False)
+        feeder = SampleFeeder(t, workers=1, ahead=1)
+        feeder.get(0, 2)
+        workers = [p.pid for p in feeder.pool._pool]
+        closed = threading.Event()
+        threading.Thread(target=lambda: (feeder.close(), closed.set()), daemon=True).start()
+        ok = closed.wait(30)
+        if not ok:
+            for pid in workers:  # do not leave them behind
+                os.kill(pid, signal.SIGKILL)
+        assert ok, "SampleFeeder.close() hung: a worker kept the parent's SIGTERM handler"
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def test_time_limit_finishes_the_run_and_it_can_go_on(photos, tmp_path, monkeypatch):
     import instcolor.train.loop as loop
 

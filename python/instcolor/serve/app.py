@@ -206,9 +206,6 @@ def build_app(settings: ServeSettings | None = None, *, colorizer=None, loader=N
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        from .malloc import keep_freed_blocks
-
-        keep_freed_blocks()  # repeated requests reuse mapped pages (see serve/malloc.py)
         await service.start(background=load_in_background)
         try:
             yield

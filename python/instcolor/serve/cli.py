@@ -195,8 +195,10 @@ def _serve_uvicorn(settings, log_level: str, editor_settings=None) -> int:
     from ..errors import UsageError
     from ..models import CheckpointError
     from .app import build_app, default_loader
+    from .malloc import keep_freed_blocks
 
     log = logging.getLogger("instcolor.serve")
+    keep_freed_blocks()  # this process is the server: repeated requests reuse mapped pages (serve/malloc.py)
     try:  # load before listening: a wrong --weights / --detector is an error now, not a 503 later
         colorizer = default_loader(settings)
     except (CheckpointError, ValueError, FileNotFoundError) as e:

@@ -8,6 +8,11 @@ anew (~2,000 per 8 MB array): on the 2-core machine an edit spent about 10 ms of
 there, so repeated requests reuse pages that are already mapped. The cost: the process keeps its peak
 heap instead of returning it at once.
 
+The setting is process-wide, so the processes that are servers apply it: ``instcolor serve`` before
+it listens, and each Ray replica in its constructor. :func:`~instcolor.serve.app.build_app` does not,
+so an app built inside another program (a test, a notebook) leaves that program's malloc alone; call
+:func:`keep_freed_blocks` yourself when you run the app under your own ASGI server.
+
 Only on Linux with glibc (``mallopt``); elsewhere it does nothing. Measured: ``benchmarks/bench_editor.py``
 (README *Editor*).
 """

@@ -30,6 +30,9 @@ class InstcolorReplica:
     after the constructor, so the app (and the model) is built there, never pickled."""
 
     def __init__(self, settings: dict):
+        from .malloc import keep_freed_blocks
+
+        keep_freed_blocks()  # the replica's worker process serves requests (serve/malloc.py)
         self._settings = ServeSettings.from_dict(settings)
         self._app = None
 

@@ -169,6 +169,9 @@ _FORKED = None  # the Trainer whose samples a forked worker makes (set in the pa
 def _worker_init() -> None:
     torch.set_num_threads(1)  # each worker makes whole samples on one core
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it checkpoints, then closes us)
+    # Pool.terminate() ends a worker with SIGTERM: a Python handler inherited from the parent (Ray's
+    # driver installs one) would run instead, and the pool would wait for that worker forever
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _worker_sample(job):
