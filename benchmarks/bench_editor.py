@@ -62,7 +62,9 @@ def serve(args) -> int:
     from instcolor import Colorizer
     from instcolor.detect import Detections
     from instcolor.serve import ServeSettings, build_app
+    from instcolor.serve.malloc import keep_freed_blocks
 
+    keep_freed_blocks()  # as `instcolor serve` does in its process (instcolor/serve/malloc.py)
     if args.detector:
         detector = args.detector
     else:
@@ -175,6 +177,13 @@ def run(args) -> int:
                   f"{len(info['instances'])} instance(s), preview {info['preview']['width']}x"
                   f"{info['preview']['height']}, weights {args.weights or 'built-in starter'}, backend {args.backend}")
             page.evaluate(INSTRUMENT)
+            server = []  # the Server-Timing of every preview response, in order
+
+            def on_response(r):
+                if r.url.endswith("/preview") and r.status == 200:
+                    server.append(parse_server_timing(r.headers.get("server-timing", "")))
+
+            page.on("response", on_response)
             box = page.locator("#overlay-input").bounding_box()
             rng = np.random.default_rng(1)
             for i in range(args.warmup + args.edits):
@@ -184,6 +193,7 @@ def run(args) -> int:
                 page.wait_for_function("window.__bench.inflight === 0")  # the suggestions of the new point too
                 page.wait_for_timeout(args.gap_ms)
             times = page.evaluate("window.__bench.times")[args.warmup:]
+            server = server[args.warmup:]
             if args.screenshots:
                 shots = Path(args.screenshots)
                 shots.mkdir(parents=True, exist_ok=True)
@@ -218,8 +228,30 @@ def run(args) -> int:
                "size": args.size, "cpus": os.cpu_count()}
     print(f"hint -> preview: p50 {summary['p50_ms']} ms, p95 {summary['p95_ms']} ms, mean {summary['mean_ms']} ms, "
           f"max {summary['max_ms']} ms over {summary['edits']} edits")
+    if server and all(server):
+        for key in ("read", "queue", "model", "encode", "total"):
+            vals = [t.get(key, 0.0) for t in server]
+            summary[f"server_{key}_p50_ms"] = round(percentile(vals, 50), 1)
+        print(f"server side (Server-Timing, p50 over {len(server)} previews): " + ", ".join(
+            f"{k} {summary[f'server_{k}_p50_ms']} ms" for k in ("read", "queue", "model", "encode", "total"))
+            + f"; the rest (browser, HTTP, page) ~{summary['p50_ms'] - summary['server_total_p50_ms']:.0f} ms")
     print(json.dumps(summary))
     return 0
+
+
+def parse_server_timing(header: str) -> dict:
+    """``"model;dur=80.1, encode;dur=2.0"`` -> {"model": 80.1, "encode": 2.0}."""
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";")
+        for field in rest.split(";"):
+            k, _, v = field.strip().partition("=")
+            if k == "dur" and name:
+                try:
+                    out[name] = float(v)
+                except ValueError:
+                    pass
+    return out
 
 
 def main(argv=None) -> int:

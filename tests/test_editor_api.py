@@ -145,6 +145,18 @@ def test_full_result_and_preview_equal_colorize_cached_or_not(client, colorizer,
     assert not np.array_equal(read_image(plain.content).rgb, want.rgb)
 
 
+def test_preview_reports_where_its_time_went(client, image):
+    """Server-Timing on /preview: read, queue, model, encode and total in ms (bench_editor.py reads it)."""
+    sid = open_image(client, image)["session"]
+    p = client.post(f"/editor/sessions/{sid}/preview", json={"hints": HINTS_JSON})
+    assert p.status_code == 200, p.text
+    parts = dict(item.strip().split(";dur=") for item in p.headers["server-timing"].split(","))
+    ms = {k: float(v) for k, v in parts.items()}
+    assert list(ms) == ["read", "queue", "model", "encode", "total"]
+    assert all(v >= 0 for v in ms.values()) and ms["model"] > 0
+    assert ms["total"] >= ms["model"] + ms["encode"] - 0.2  # each figure is rounded to 0.1 ms
+
+
 def test_batch_session_path_equals_colorize(colorizer, image):
     """Colorizers without open_session (other backends, wrappers) get a BatchSession: same pixels."""
     gated = Gated(colorizer)

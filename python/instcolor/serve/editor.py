@@ -10,7 +10,8 @@ superseded by a newer edit of the same image is 409 ``{"status": "superseded", .
 * ``GET /editor/sessions/{id}`` -> the same; ``DELETE`` closes it
 * ``GET /editor/sessions/{id}/input.png``: the grey input at preview size
 * ``POST /editor/sessions/{id}/preview`` ``{"hints", "global", "exclude", "format"}`` -> the
-  preview image (header ``Instcolor-Edit``: the request's number)
+  preview image (headers ``Instcolor-Edit``: the request's number; ``Server-Timing``: read, queue,
+  model, encode and total milliseconds)
 * ``POST /editor/sessions/{id}/result`` (same body) -> the full-resolution result
 * ``POST /editor/sessions/{id}/suggest`` ``{"x", "y", "k", "hints", "global", "exclude"}`` ->
   ``{"L", "colors": [{"rgb", "p"}]}``
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -166,15 +168,37 @@ async def grey_input(request: Request, sid: str):
 @router.post("/sessions/{sid}/preview", summary="Colorize at preview size (the newest edit wins)",
              responses={409: {"description": "superseded by a newer edit of the same image"}})
 async def preview(request: Request, sid: str):
+    t0 = time.perf_counter()
     svc, editor = _editor(request)
     session = editor.get(sid)
     obj = await _json_body(svc, request)
     fmt = _format(obj)
     state = _state({k: v for k, v in obj.items() if k != "format"}, session, _STATE_KEYS)
     n = session.begin()
-    rgb = await _on_model_thread(svc, editor.preview, session, n, state)
+    span = []  # when the model thread started and ended this request
+
+    def timed(*args):
+        span.append(time.perf_counter())
+        try:
+            return editor.preview(*args)
+        finally:
+            span.append(time.perf_counter())
+
+    t_model = time.perf_counter()
+    rgb = await _on_model_thread(svc, timed, session, n, state)
+    t_encode = time.perf_counter()
     data = await svc.in_pool(_encode, rgb, fmt)
-    return Response(data, media_type=_MEDIA[fmt], headers={"Instcolor-Edit": str(n), "Cache-Control": "no-store"})
+    t_end = time.perf_counter()
+    timing = _server_timing(read=t_model - t0, queue=span[0] - t_model, model=span[1] - span[0],
+                            encode=t_end - t_encode, total=t_end - t0)
+    return Response(data, media_type=_MEDIA[fmt], headers={"Instcolor-Edit": str(n), "Cache-Control": "no-store",
+                                                           "Server-Timing": timing})
+
+
+def _server_timing(**seconds: float) -> str:
+    """The W3C Server-Timing header: ``read`` (body and state), ``queue`` (waiting for the model thread),
+    ``model`` (nets + composition of the preview), ``encode`` (JPEG / PNG), ``total``; in milliseconds."""
+    return ", ".join(f"{k};dur={v * 1e3:.1f}" for k, v in seconds.items())
 
 
 @router.post("/sessions/{sid}/result", summary="The full-resolution result")
