@@ -125,6 +125,7 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> None:
 
 
 # ----------------------------------------------------------------------------- the browser
+POLL_MS = 20  # how often the waits look at the page (see run())
 INSTRUMENT = """() => {
   const ed = window.instcolorEditor;
   const overlay = document.getElementById('overlay-input');
@@ -189,8 +190,11 @@ def run(args) -> int:
             for i in range(args.warmup + args.edits):
                 fx, fy = rng.uniform(0.05, 0.95, 2)
                 page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-                page.wait_for_function("(n) => window.__bench.times.length >= n", arg=i + 1)
-                page.wait_for_function("window.__bench.inflight === 0")  # the suggestions of the new point too
+                # Poll on a timer, not Playwright's default requestAnimationFrame: rAF polling makes the
+                # page render frames non-stop while it waits, which took CPU from the server on this
+                # 2-core machine. The times are taken inside the page and do not depend on the polling.
+                page.wait_for_function("(n) => window.__bench.times.length >= n", arg=i + 1, polling=POLL_MS)
+                page.wait_for_function("window.__bench.inflight === 0", polling=POLL_MS)  # the new point's suggestions too
                 page.wait_for_timeout(args.gap_ms)
             times = page.evaluate("window.__bench.times")[args.warmup:]
             server = server[args.warmup:]
