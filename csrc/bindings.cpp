@@ -149,6 +149,31 @@ PYBIND11_MODULE(_native, m) {
      py::arg("inst_image"), py::arg("out"), py::arg("stream") = 0,
      "One fusion blend; box_info (M, 6) and inst_image (M,) int64 host arrays.");
 
+  m.def("fuse_sample_instances", [](py::object inst_feat, py::object inst_logit, py::object box_info, int64_t H,
+                                    int64_t W, py::object samples, py::object logit_samples) {
+    Keep k;
+    const TensorView fi = to_view(inst_feat, "inst_feat", k), li = to_view(inst_logit, "inst_logit", k),
+                     bi = to_view(box_info, "box_info", k), sv = to_view(samples, "samples", k),
+                     lv = to_view(logit_samples, "logit_samples", k);
+    py::gil_scoped_release nogil;
+    ops::fuse_sample_instances_cpu(fi, li, bi, H, W, sv, lv);
+  }, py::arg("inst_feat"), py::arg("inst_logit"), py::arg("box_info"), py::arg("H"), py::arg("W"), py::arg("samples"),
+     py::arg("logit_samples"), "Instance features and logits resampled to their boxes (host float32), for "
+     "fuse_instances_presampled.");
+
+  m.def("fuse_instances_presampled", [](py::object bg_feat, py::object bg_logit, py::object samples,
+                                        py::object logit_samples, py::object box_info, py::object inst_image,
+                                        py::object out) {
+    Keep k;
+    const TensorView f = to_view(bg_feat, "bg_feat", k), l = to_view(bg_logit, "bg_logit", k),
+                     sv = to_view(samples, "samples", k), lv = to_view(logit_samples, "logit_samples", k),
+                     bi = to_view(box_info, "box_info", k), ii = to_view(inst_image, "inst_image", k),
+                     ov = to_view(out, "out", k);
+    py::gil_scoped_release nogil;
+    ops::fuse_instances_presampled_cpu(f, l, sv, lv, bi, ii, ov);
+  }, py::arg("bg_feat"), py::arg("bg_logit"), py::arg("samples"), py::arg("logit_samples"), py::arg("box_info"),
+     py::arg("inst_image"), py::arg("out"), "fuse_instances with presampled instance planes (host float32).");
+
   m.def("set_cpu_threads", [](int n) {
     if (n < 1) throw py::value_error("set_cpu_threads: n must be >= 1, got " + std::to_string(n));
 #ifdef _OPENMP

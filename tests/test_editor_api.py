@@ -476,3 +476,19 @@ class ThreadServer:
         self.server.should_exit = True
         self.thread.join(30)
         self.sock.close()
+
+
+def test_session_memory_counts_arrays_and_objects_that_count_their_own():
+    """EditSession.nbytes walks what the colorizer's session holds: arrays, and objects with an
+    ``nbytes`` property (the instances presampled to their boxes, kept per cached state)."""
+    from instcolor.ops import PresampledInstances
+    from instcolor.ui.editor import array_bytes
+
+    class Holder:
+        def __init__(self):
+            a = np.zeros(1000, np.float32)
+            self.states = {(0, 1): {"feat": a, "again": a}}  # counted once
+            self.cache = {"conv1_2": PresampledInstances(np.zeros(300, np.float32), np.zeros(30, np.float32),
+                                                         np.zeros((1, 6), np.int64), 10, 8, 8)}
+
+    assert array_bytes(Holder()) == 4000 + 4 * 330 + 48

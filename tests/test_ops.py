@@ -221,6 +221,50 @@ def test_fuse_instances_matches_reference(B, C, H, W, h, w, counts):
         np.testing.assert_array_equal(ops.fuse_instances(*args[:4], [], []), args[0])
 
 
+@pytest.mark.parametrize("B,C,H,W,h,w,counts", [
+    (1, 8, 16, 16, 16, 16, [3]),
+    (3, 5, 24, 20, 24, 24, [2, 0, 3]),          # B > 1, one image without instances
+    (1, 16, 8, 8, 64, 64, [5]),                 # heavy downscaling
+    (1, 3, 13, 29, 11, 7, [8]),                 # odd sizes, 8 instances
+    (1, 6, 16, 16, 16, 16, [0]),                # M = 0
+])
+def test_fuse_instances_presampled_is_bit_identical(B, C, H, W, h, w, counts):
+    """An edit session samples its instances once (fuse_sample_instances), then blends with
+    fuse_instances_presampled: exactly fuse_instances' floats."""
+    bg, bl, fi, li, info, img = _fuse_case(np.random.default_rng(B * 10 + C), B, C, H, W, h, w, counts)
+    ps = ops.fuse_sample_instances(fi, li, info, H, W)
+    area = int((info[:, 4] * info[:, 5]).sum())
+    assert ps.samples.shape == (C * area,) and ps.logit_samples.shape == (area,) and ps.nbytes >= 4 * (C + 1) * area
+    np.testing.assert_array_equal(ops.fuse_instances_presampled(bg, bl, ps, img), ops.fuse_instances(bg, bl, fi, li, info, img))
+    out = np.full_like(bg, np.nan)
+    assert ops.fuse_instances_presampled(bg, bl, ps, img, out=out) is out
+    np.testing.assert_array_equal(out, ops.fuse_instances(bg, bl, fi, li, info, img))
+
+
+def test_fuse_presampled_errors_name_the_argument():
+    from instcolor import _native
+
+    bg, bl, fi, li, info, img = _fuse_case(np.random.default_rng(4), 1, 4, 16, 16, 8, 8, [2])
+    ps = ops.fuse_sample_instances(fi, li, info, 16, 16)
+    with pytest.raises(ValueError, match="bg_feat"):
+        ops.fuse_instances_presampled(bg[:, :3], bl, ps)  # other channels than sampled
+    with pytest.raises(ValueError, match=r"box_info\[0\]"):
+        ops.fuse_sample_instances(fi, li, info + np.array([100, 0, 0, 0, 0, 0]), 16, 16)
+    with pytest.raises(TypeError, match="inst_feat"):
+        ops.fuse_sample_instances(fi.astype(np.float64), li, info, 16, 16)
+    with pytest.raises(ValueError, match="inst_logit"):
+        ops.fuse_sample_instances(fi, li[:, :, :4], info, 16, 16)
+    with pytest.raises(TypeError, match="presampled"):
+        ops.fuse_instances_presampled(bg, bl, (ps.samples, ps.logit_samples))
+    # the native entry points check the buffers themselves
+    with pytest.raises(ValueError, match="samples"):
+        _native.fuse_instances_presampled(bg, bl, ps.samples[:-1], ps.logit_samples, ps.box_info, img, np.empty_like(bg))
+    with pytest.raises(ValueError, match="logit_samples"):
+        _native.fuse_sample_instances(fi, li, info, 16, 16, np.empty_like(ps.samples), np.empty(3, np.float32))
+    with pytest.raises(ValueError, match="map size"):
+        _native.fuse_sample_instances(fi, li, info, 0, 16, np.empty_like(ps.samples), np.empty_like(ps.logit_samples))
+
+
 def test_fuse_instances_edge_boxes():
     """1-pixel boxes, boxes on every border, a full-map box, identical boxes."""
     rng = np.random.default_rng(9)

@@ -225,8 +225,9 @@ def test_bad_session_inputs(colorizer, image, tmp_path):
         s.colorize(decode="mean")
 
 
-def test_onnxruntime_session_equals_uncached(tiny_weights_dir, image):
-    """The same on the ONNX Runtime backend (the CPU default): cached state, exact equality."""
+def test_onnxruntime_session_equals_uncached(tiny_weights_dir, image, monkeypatch):
+    """The same on the ONNX Runtime backend (the CPU default): cached state, exact equality; the
+    instances are resampled to their boxes once per state, not at every edit."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     c = Colorizer.from_pretrained(tiny_weights_dir, backend="onnxruntime")
     if not hasattr(c.backend, "run_instances"):
@@ -237,3 +238,18 @@ def test_onnxruntime_session_equals_uncached(tiny_weights_dir, image):
         keep = [i for i in range(3) if i not in exclude]
         _same(s.colorize(hints=hints, exclude=exclude), c.colorize(image, boxes=BOXES[keep], hints=hints, size=S))
     assert s.suggest_colors(20, 30, k=4, exclude=[2]) == c.suggest_colors(image, 20, 30, k=4, boxes=BOXES[:2], size=S)
+    from instcolor.pipeline import native_ops
+
+    ops = native_ops()
+    if ops is None:
+        return
+    calls = []
+    sample = ops.fuse_sample_instances
+    monkeypatch.setattr(ops, "fuse_sample_instances", lambda *a: calls.append(a[0].shape) or sample(*a))
+    _same(s.colorize(hints=HINT_SETS[2]), c.colorize(image, boxes=BOXES, hints=HINT_SETS[2], size=S))
+    assert calls == []  # the three boxes' state was sampled by the first colorize above
+    fresh = c.open_session(image, boxes=BOXES, size=S)
+    fresh.colorize(hints=HINT_SETS[1])
+    assert len(calls) == len(c.backend.fusion_segments) == 13  # once per fusion level
+    fresh.colorize(hints=HINT_SETS[2])
+    assert len(calls) == 13

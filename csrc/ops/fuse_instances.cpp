@@ -59,8 +59,11 @@ FusePlan check_fuse_instances(const TensorView& bg_feat, const TensorView& bg_lo
     }
   }
 
-  const int64_t* info = box_info.ptr<int64_t>();
-  const int64_t* img = inst_image.ptr<int64_t>();
+  plan_fuse_boxes(p, box_info.ptr<int64_t>(), inst_image.ptr<int64_t>(), op);
+  return p;
+}
+
+void plan_fuse_boxes(FusePlan& p, const int64_t* info, const int64_t* img, const char* op) {
   std::vector<int32_t> count(static_cast<size_t>(p.B) + 1, 0);
   p.box.resize(static_cast<size_t>(p.M) * 4);
   p.scale.resize(static_cast<size_t>(p.M) * 2);
@@ -91,7 +94,6 @@ FusePlan check_fuse_instances(const TensorView& bg_feat, const TensorView& bg_lo
   p.order.resize(static_cast<size_t>(p.M));
   std::vector<int32_t> fill(p.img_start.begin(), p.img_start.end() - (p.B > 0 ? 1 : 0));
   for (int64_t i = 0; i < p.M; ++i) p.order[fill[img[i]]++] = static_cast<int32_t>(i);
-  return p;
 }
 
 }  // namespace ops

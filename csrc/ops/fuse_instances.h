@@ -37,9 +37,30 @@ struct FusePlan {
   std::vector<float> scale;        // 2 * M by instance index: float(w) / width, float(h) / height
 };
 
+// The boxes and image grouping of a blend: fills box / scale / img_start / order of a plan whose
+// B, C, H, W, M, h, w are set; ValueError naming the first bad box_info row or inst_image entry.
+void plan_fuse_boxes(FusePlan& p, const int64_t* box_info, const int64_t* inst_image, const char* op);
+
 FusePlan check_fuse_instances(const TensorView& bg_feat, const TensorView& bg_logit, const TensorView& inst_feat,
                               const TensorView& inst_logit, const TensorView& box_info, const TensorView& inst_image,
                               const TensorView& out, Device dev);
+
+// Op fuse_instances_presampled (CPU only): the same blend, with every instance's feature and logit
+// already resampled to its box (fuse_sample_instances below), so an edit session that blends the
+// same instances again and again reads box-sized planes instead of resampling the crops each time.
+//   samples        (sum_i C * height_i * width_i,) float32: instance i's (C, height_i, width_i) block,
+//                  instances in index order
+//   logit_samples  (sum_i height_i * width_i,) float32: instance i's (height_i, width_i) block
+// Other arguments and the result: as fuse_instances; the output is bit-identical to it.
+void fuse_instances_presampled_cpu(const TensorView& bg_feat, const TensorView& bg_logit, const TensorView& samples,
+                                   const TensorView& logit_samples, const TensorView& box_info,
+                                   const TensorView& inst_image, const TensorView& out);
+
+// Op fuse_sample_instances (CPU only): inst_feat (M, C, h, w) and inst_logit (M, 1, h, w) float32
+// resampled to the boxes of box_info (M, 6) on an H x W map, exactly as fuse_instances samples them,
+// into samples / logit_samples laid out as above.
+void fuse_sample_instances_cpu(const TensorView& inst_feat, const TensorView& inst_logit, const TensorView& box_info,
+                               int64_t H, int64_t W, const TensorView& samples, const TensorView& logit_samples);
 
 void fuse_instances_cpu(const TensorView& bg_feat, const TensorView& bg_logit, const TensorView& inst_feat,
                         const TensorView& inst_logit, const TensorView& box_info, const TensorView& inst_image,

@@ -686,6 +686,78 @@ def fuse_instances(bg_feat, bg_logit, inst_feat, inst_logit, box_info, inst_imag
     return res
 
 
+class PresampledInstances:
+    """Instance features and blend logits of one fusion level already resampled to their boxes
+    (:func:`fuse_sample_instances`), for :func:`fuse_instances_presampled`. ``samples`` (sum_i C *
+    height_i * width_i,) and ``logit_samples`` (sum_i height_i * width_i,) float32, instance blocks in
+    index order; ``box_info`` (M, 6) int64, ``C``, ``H``, ``W``: what they were sampled for."""
+
+    __slots__ = ("samples", "logit_samples", "box_info", "C", "H", "W")
+
+    def __init__(self, samples: np.ndarray, logit_samples: np.ndarray, box_info: np.ndarray, C: int, H: int, W: int):
+        self.samples, self.logit_samples, self.box_info = samples, logit_samples, box_info
+        self.C, self.H, self.W = int(C), int(H), int(W)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.samples.nbytes + self.logit_samples.nbytes + self.box_info.nbytes)
+
+
+def fuse_sample_instances(inst_feat, inst_logit, box_info, H: int, W: int) -> PresampledInstances:
+    """``inst_feat (M, C, h, w)`` and ``inst_logit (M, 1, h, w)`` float32 (host) resampled to the boxes
+    of ``box_info (M, 6)`` on an ``H x W`` map, exactly as :func:`fuse_instances` samples them
+    (at most :data:`MAX_INSTANCES`). An edit session that blends the same instances at every edit
+    samples them once and then calls :func:`fuse_instances_presampled`. CPU only."""
+    fi = _host_numpy(inst_feat, "inst_feat")
+    li = _host_numpy(inst_logit, "inst_logit")
+    for name, a in (("inst_feat", fi), ("inst_logit", li)):
+        if a.dtype != np.float32:
+            raise TypeError(f"{name} must be float32, got {a.dtype}")
+    if fi.ndim != 4:
+        raise ValueError(f"inst_feat must have shape (M, C, h, w), got {fi.shape}")
+    M, C, h, w = fi.shape
+    if li.shape != (M, 1, h, w):
+        raise ValueError(f"inst_logit must have shape {(M, 1, h, w)} (matching inst_feat), got {li.shape}")
+    H, W = _check_size(H, "H"), _check_size(W, "W")
+    info, _ = _fuse_tables(box_info, None, 1, H, W, M)
+    area = info[:, 4] * info[:, 5]
+    samples = np.empty(int(C * area.sum()), np.float32)
+    logit_samples = np.empty(int(area.sum()), np.float32)
+    _native.fuse_sample_instances(np.ascontiguousarray(fi), np.ascontiguousarray(li), info, H, W, samples,
+                                  logit_samples)
+    return PresampledInstances(samples, logit_samples, info, C, H, W)
+
+
+def fuse_instances_presampled(bg_feat, bg_logit, presampled: PresampledInstances, inst_image=None, *, out=None):
+    """:func:`fuse_instances` with the instances of ``presampled`` (:func:`fuse_sample_instances`):
+    the same result bit for bit, without resampling the crops. ``bg_feat (B, C, H, W)``,
+    ``bg_logit (B, 1, H, W)`` host float32 numpy; ``inst_image`` as for fuse_instances. CPU only."""
+    if not isinstance(presampled, PresampledInstances):
+        raise TypeError(f"presampled must come from fuse_sample_instances, got {type(presampled).__name__}")
+    f = _host_numpy(bg_feat, "bg_feat")
+    bl = _host_numpy(bg_logit, "bg_logit")
+    for name, a in (("bg_feat", f), ("bg_logit", bl)):
+        if a.dtype != np.float32:
+            raise TypeError(f"{name} must be float32, got {a.dtype}")
+    if f.ndim != 4:
+        raise ValueError(f"bg_feat must have shape (B, C, H, W), got {f.shape}")
+    B, C, H, W = f.shape
+    if (C, H, W) != (presampled.C, presampled.H, presampled.W):
+        raise ValueError(f"bg_feat: shape {f.shape} does not match the presampled instances (C, H, W) = "
+                         f"{(presampled.C, presampled.H, presampled.W)}")
+    if bl.shape != (B, 1, H, W):
+        raise ValueError(f"bg_logit must have shape {(B, 1, H, W)}, got {bl.shape}")
+    M = len(presampled.box_info)
+    _, img = _fuse_tables(presampled.box_info, inst_image, B, H, W, M)
+    fam = _Family("numpy", False)
+    res, dst = (_empty(fam, (B, C, H, W), "float32") if out is None
+                else _check_out(out, fam, (B, C, H, W), np.dtype(np.float32)))
+    if B * C * H * W:
+        _native.fuse_instances_presampled(np.ascontiguousarray(f), np.ascontiguousarray(bl), presampled.samples,
+                                          presampled.logit_samples, presampled.box_info, img, dst)
+    return res
+
+
 # ============================================================================ output
 def _squeeze_lead(x, want_ndim: int, name: str, layout: str):
     shape = _shape(x)

@@ -85,9 +85,25 @@ class InstanceState:
     indices)`` selects instances of one array. ``owner``: the backend that made it (a state is only
     valid there); ``size``: the crops' processing size S."""
 
+    MAX_PRESAMPLED = 64  # cached blend inputs per state (13 fusion levels per set of boxes)
+
     def __init__(self, features: dict, logits: dict, count: int, size: int, owner, take):
         self.features, self.logits = features, logits
         self.count, self.size, self.owner, self._take = int(count), int(size), owner, take
+        self._presampled: dict = {}
+
+    def presampled(self, point: str, box_info: np.ndarray, make):
+        """What ``make()`` returns for the feature ``point`` blended at the boxes ``box_info``, made once
+        and kept in this state (the backend's instances resampled to their boxes: an edit session
+        blends the same instances at every edit). At most :attr:`MAX_PRESAMPLED` are kept."""
+        key = (point, np.ascontiguousarray(box_info, np.int64).tobytes())
+        hit = self._presampled.get(key)
+        if hit is None:
+            hit = make()
+            if len(self._presampled) >= self.MAX_PRESAMPLED:
+                self._presampled.pop(next(iter(self._presampled)))
+            self._presampled[key] = hit
+        return hit
 
     def __len__(self) -> int:
         return self.count

@@ -86,6 +86,12 @@ class SegmentBackend:
         """A segment output -> host float32 numpy."""
         raise NotImplementedError
 
+    def _fuse_cached(self, point: str, feat, bg_logit, instances: InstanceState, box_info: np.ndarray,
+                     inst_image: np.ndarray):
+        """One blend with a cached :class:`InstanceState`'s instances, reusing work kept in the state
+        across calls; None (the default) when this backend has no such path: then ``_fuse`` runs."""
+        return None
+
     # ------------------------------------------------------------------ the loop
     def run(self, batch: Batch) -> np.ndarray:
         """``batch``: :class:`instcolor.pipeline.Batch` (B images, M instances) -> ab (B, 2, S, S) float32."""
@@ -168,8 +174,13 @@ class SegmentBackend:
                         feeds[k] = self._feed(seg["name"], k, host[k])
                 self._global_feed(seg["name"], g, fused, feeds)
                 feat, bg_logit = self._run(seg["name"], feeds)
-                values[name] = self._fuse(name, feat, bg_logit, feats[name], inst_logits[name],
-                                          np.ascontiguousarray(batch.box_info[self.levels[name]], np.int64), inst_image)
+                info = np.ascontiguousarray(batch.box_info[self.levels[name]], np.int64)
+                fused_value = None
+                if instances is not None:  # an edit session: the instances' sampling is cached in the state
+                    fused_value = self._fuse_cached(name, feat, bg_logit, instances, info, inst_image)
+                if fused_value is None:
+                    fused_value = self._fuse(name, feat, bg_logit, feats[name], inst_logits[name], info, inst_image)
+                values[name] = fused_value
             ab = self._run("fusion.out", dict(conv10_2=values["conv10_2"]))[0]
             head = self._run("head.fusion", dict(conv8_3=values["conv8_3"]))[0] if logits else None
             pending.append((fused, ab, head))

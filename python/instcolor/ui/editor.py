@@ -172,6 +172,9 @@ def array_bytes(obj, skip=(), depth: int = 4) -> int:
         if isinstance(x, np.ndarray):
             total += x.nbytes
             return
+        if isinstance(getattr(type(x), "nbytes", None), property):  # objects that count their own arrays
+            total += int(x.nbytes)
+            return
         torch = sys.modules.get("torch")  # (never imported here: while it is not, no object is a tensor)
         if torch is not None and isinstance(x, torch.Tensor):
             total += x.numel() * x.element_size()
