@@ -73,6 +73,8 @@ def serve(args) -> int:
         def detector(img):  # three instances on the generated scene
             return Detections(boxes, np.array([0.9, 0.85, 0.8], np.float32), np.array([0, 2, 16]))
     colorizer = Colorizer.from_pretrained(args.weights, backend=args.backend, detector=detector, decode=args.decode)
+    if args.no_presampled:
+        colorizer.backend._fuse_cached = lambda *a: None
     app = build_app(ServeSettings(backend=args.backend, warmup=True, timeout_s=120, decode=args.decode),
                     colorizer=colorizer)
     sock = socket.socket()
@@ -91,6 +93,8 @@ def start_server(args, timeout_s: float = 300.0):
         cmd += ["--detector", args.detector]
     if args.decode:
         cmd += ["--decode", args.decode]
+    if args.no_presampled:
+        cmd += ["--no-presampled"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout_s
     import selectors
@@ -229,7 +233,7 @@ def run(args) -> int:
     print("edit ms: " + " ".join(f"{t:.0f}" for t in times))
     summary = {"edits": len(times), "p50_ms": round(percentile(times, 50), 1), "p95_ms": round(percentile(times, 95), 1),
                "mean_ms": round(float(np.mean(times)), 1), "max_ms": round(float(np.max(times)), 1),
-               "size": args.size, "cpus": os.cpu_count()}
+               "size": args.size, "cpus": os.cpu_count(), "presampled": not args.no_presampled}
     print(f"hint -> preview: p50 {summary['p50_ms']} ms, p95 {summary['p95_ms']} ms, mean {summary['mean_ms']} ms, "
           f"max {summary['max_ms']} ms over {summary['edits']} edits")
     if server and all(server):
@@ -272,6 +276,9 @@ def main(argv=None) -> int:
     ap.add_argument("--detector", help="ONNX detector for --image (default: the three fixed boxes)")
     ap.add_argument("--chromium", help="Chromium executable (default: chromium on PATH)")
     ap.add_argument("--screenshots", metavar="DIR", help="also save editor.png and editor-slider.png there")
+    ap.add_argument("--no-presampled", action="store_true",
+                    help="the server blends from the crops at every edit (fuse_instances), as before the "
+                         "presampled blend: for A/B runs")
     ap.add_argument("--serve-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_only:
