@@ -703,16 +703,19 @@ class PresampledInstances:
         return int(self.samples.nbytes + self.logit_samples.nbytes + self.box_info.nbytes)
 
 
+def _host_float32(x, name: str) -> np.ndarray:
+    a = _host_numpy(x, name)
+    if a.dtype != np.float32:
+        raise TypeError(f"{name} must be float32, got {a.dtype}")
+    return a
+
+
 def fuse_sample_instances(inst_feat, inst_logit, box_info, H: int, W: int) -> PresampledInstances:
     """``inst_feat (M, C, h, w)`` and ``inst_logit (M, 1, h, w)`` float32 (host) resampled to the boxes
     of ``box_info (M, 6)`` on an ``H x W`` map, exactly as :func:`fuse_instances` samples them
     (at most :data:`MAX_INSTANCES`). An edit session that blends the same instances at every edit
     samples them once and then calls :func:`fuse_instances_presampled`. CPU only."""
-    fi = _host_numpy(inst_feat, "inst_feat")
-    li = _host_numpy(inst_logit, "inst_logit")
-    for name, a in (("inst_feat", fi), ("inst_logit", li)):
-        if a.dtype != np.float32:
-            raise TypeError(f"{name} must be float32, got {a.dtype}")
+    fi, li = _host_float32(inst_feat, "inst_feat"), _host_float32(inst_logit, "inst_logit")
     if fi.ndim != 4:
         raise ValueError(f"inst_feat must have shape (M, C, h, w), got {fi.shape}")
     M, C, h, w = fi.shape
@@ -734,11 +737,7 @@ def fuse_instances_presampled(bg_feat, bg_logit, presampled: PresampledInstances
     ``bg_logit (B, 1, H, W)`` host float32 numpy; ``inst_image`` as for fuse_instances. CPU only."""
     if not isinstance(presampled, PresampledInstances):
         raise TypeError(f"presampled must come from fuse_sample_instances, got {type(presampled).__name__}")
-    f = _host_numpy(bg_feat, "bg_feat")
-    bl = _host_numpy(bg_logit, "bg_logit")
-    for name, a in (("bg_feat", f), ("bg_logit", bl)):
-        if a.dtype != np.float32:
-            raise TypeError(f"{name} must be float32, got {a.dtype}")
+    f, bl = _host_float32(bg_feat, "bg_feat"), _host_float32(bg_logit, "bg_logit")
     if f.ndim != 4:
         raise ValueError(f"bg_feat must have shape (B, C, H, W), got {f.shape}")
     B, C, H, W = f.shape

@@ -88,6 +88,21 @@ void sample_offsets(const FusePlan& p, std::vector<int64_t>& feat_off, std::vect
   }
 }
 
+// The presampled buffers of plan p: float32 host vectors of the sizes the boxes give (written to when
+// `as_output`); fills the offsets.
+void check_sample_buffers(const FusePlan& p, const TensorView& samples, const TensorView& logit_samples,
+                          bool as_output, const char* op, std::vector<int64_t>& feat_off,
+                          std::vector<int64_t>& logit_off) {
+  sample_offsets(p, feat_off, logit_off);
+  for (auto [t, n, name] : {std::tuple<const TensorView*, int64_t, const char*>{&samples, feat_off[p.M], "samples"},
+                            {&logit_samples, logit_off[p.M], "logit_samples"}}) {
+    check_dtype(*t, DType::kF32, op, name);
+    check_shape(*t, {n}, op, name);
+    if (as_output) check_output(*t, op, name);
+    if (t->device != Device::kCPU) throw_value(op, ": ", name, " must be a host (CPU) array");
+  }
+}
+
 // Instance values read from planes already resampled to the boxes.
 struct BoxSource {
   const FusePlan& p;
@@ -221,14 +236,7 @@ void fuse_sample_instances_cpu(const TensorView& inst_feat, const TensorView& in
   const std::vector<int64_t> zeros(static_cast<size_t>(p.M), 0);
   plan_fuse_boxes(p, box_info.ptr<int64_t>(), zeros.data(), op);
   std::vector<int64_t> feat_off, logit_off;
-  sample_offsets(p, feat_off, logit_off);
-  for (auto [t, n, name] : {std::tuple<const TensorView*, int64_t, const char*>{&samples, feat_off[p.M], "samples"},
-                            {&logit_samples, logit_off[p.M], "logit_samples"}}) {
-    check_dtype(*t, DType::kF32, op, name);
-    check_shape(*t, {n}, op, name);
-    check_output(*t, op, name);
-    if (t->device != Device::kCPU) throw_value(op, ": ", name, " must be a host (CPU) array");
-  }
+  check_sample_buffers(p, samples, logit_samples, true, op, feat_off, logit_off);
   const CropSource src(p, inst_feat.ptr<float>(), inst_logit.ptr<float>());
   float* S = samples.ptr<float>();
   float* SL = logit_samples.ptr<float>();
@@ -270,12 +278,7 @@ void fuse_instances_presampled_cpu(const TensorView& bg_feat, const TensorView& 
   if (p.H > kMaxElements32 || p.W > kMaxElements32) throw_value(op, ": spatial sizes must be < 2^31");
   plan_fuse_boxes(p, box_info.ptr<int64_t>(), inst_image.ptr<int64_t>(), op);
   std::vector<int64_t> feat_off, logit_off;
-  sample_offsets(p, feat_off, logit_off);
-  for (auto [t, n, name] : {std::tuple<const TensorView*, int64_t, const char*>{&samples, feat_off[p.M], "samples"},
-                            {&logit_samples, logit_off[p.M], "logit_samples"}}) {
-    check_dtype(*t, DType::kF32, op, name);
-    check_shape(*t, {n}, op, name);
-  }
+  check_sample_buffers(p, samples, logit_samples, false, op, feat_off, logit_off);
   if (out.numel() == 0) return;
   blend(p, bg_feat.ptr<float>(), bg_logit.ptr<float>(), out.ptr<float>(),
         BoxSource(p, samples.ptr<float>(), logit_samples.ptr<float>()));
