@@ -449,10 +449,16 @@ def test_fuzz_compose(data):
         want = ref_u8(color.lab_to_rgb(torch.cat((lab[:, :1], ab_t), 1)))[0]
         if scale < 1 and np.isfinite(ab).all():
             np.testing.assert_array_equal(want, compose_ref.compose_reference(img, ab))
-        # Pixels whose resized ab torch makes non-finite are not compared: torch's bilinear resize
+        # Pixels whose taps may reach a non-finite ab value are not compared: torch's bilinear resize
         # is not consistent there (an infinite tap with weight 0 gives NaN in some columns, inf in
-        # others). Everywhere else -- incl. next to them -- the bytes must agree.
-        finite = np.isfinite(ab_t[0].numpy()).all(0)
+        # others), and where the source position falls exactly on a cell edge (e.g. 1.0 for 3 -> 19)
+        # torch's float rounding can pick the taps one cell to the left of ours, so an infinite value
+        # with weight 0 turns our pixel into NaN while torch's stays finite. One cell of margin
+        # around each non-finite value covers both; everywhere else the bytes must agree.
+        special = torch.from_numpy((~np.isfinite(ab)).any(0).astype(np.float32))[None, None]
+        margin = torch.nn.functional.max_pool2d(special, 3, stride=1, padding=1)
+        near = torch.nn.functional.interpolate(margin, size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+        finite = np.isfinite(ab_t[0].numpy()).all(0) & ~(near.numpy() > 0)
         assert_u8_close(got[finite], want[finite])
 
 
