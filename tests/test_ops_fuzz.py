@@ -349,6 +349,31 @@ def fuse_ref(bg, bl, fi, li, info, img) -> np.ndarray:
     return fuse.fuse_instances_reference(*t, torch.from_numpy(info), torch.from_numpy(img)).numpy()
 
 
+def near_instance_nan(fi, li, info, img, shape) -> np.ndarray:
+    """(B, 1, H, W) bool: output pixels within one crop cell of an instance's NaN (feature or logit).
+    Where the source position falls exactly on a cell edge (e.g. 1.0 for 3 -> 19), torch's float
+    rounding can pick the taps one cell left of ours, so a NaN with weight 0 makes one side NaN and
+    not the other: those pixels are not compared."""
+    B, _, H, W = shape
+    near = np.zeros((B, 1, H, W), bool)
+    for i in range(len(info)):
+        bad = (~np.isfinite(fi[i])).any(0) | ~np.isfinite(li[i, 0])
+        if not bad.any():
+            continue
+        left, _, top, _, width, height = (int(v) for v in info[i])
+        margin = torch.nn.functional.max_pool2d(torch.from_numpy(bad.astype(np.float32))[None, None], 3, 1, 1)
+        m = torch.nn.functional.interpolate(margin, size=(height, width), mode="bilinear", align_corners=False)
+        near[img[i], 0, top:top + height, left:left + width] |= m[0, 0].numpy() > 0
+    return near
+
+
+def assert_fuse_close(got, bg, bl, fi, li, info, img):
+    """got equals the reference (NaN where it has NaN) away from the instances' NaNs."""
+    want = fuse_ref(bg, bl, fi, li, info, img)
+    keep = np.broadcast_to(~near_instance_nan(fi, li, info, img, bg.shape), bg.shape)
+    np.testing.assert_allclose(got[keep], want[keep], rtol=1e-5, atol=fuse_atol(bg, bl, fi, li), equal_nan=True)
+
+
 @FUZZ
 @given(case=fuse_case(), data=st.data())
 def test_fuzz_fuse_instances(case, data):
@@ -366,8 +391,7 @@ def test_fuzz_fuse_instances(case, data):
         assert got is out
     got = as_numpy(got)
     assert got.shape == bg.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, fuse_ref(bg, bl, fi, li, info, img), rtol=1e-5, atol=fuse_atol(bg, bl, fi, li),
-                               equal_nan=True)
+    assert_fuse_close(got, bg, bl, fi, li, info, img)
 
 
 @FUZZ
@@ -656,12 +680,10 @@ def test_fuzz_native_fuse_instances(case, data):
             img[i] = data.draw(st.sampled_from([-1, B] + BIG))
             name = f"inst_image[{i}]"
         return expect_error(lambda: _native.fuse_instances(bg, bl, fi, li, info, img, out), [name], ValueError)
-    want = fuse_ref(bg, bl, fi, li, info, img)
     run_native(data, _native.fuse_instances,
                dict(bg_feat=bg, bg_logit=bl, inst_feat=fi, inst_logit=li, box_info=info, inst_image=img, out=out),
                ["bg_feat", "bg_logit", "inst_feat", "inst_logit", "box_info", "inst_image", "out"],
-               lambda a: np.testing.assert_allclose(a["out"], want, rtol=1e-5, atol=fuse_atol(bg, bl, fi, li),
-                                                    equal_nan=True))
+               lambda a: assert_fuse_close(a["out"], bg, bl, fi, li, info, img))
 
 
 @FUZZ
