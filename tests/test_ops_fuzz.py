@@ -361,10 +361,15 @@ def near_instance_nan(fi, li, info, img, shape) -> np.ndarray:
         if not bad.any():
             continue
         left, _, top, _, width, height = (int(v) for v in info[i])
-        margin = torch.nn.functional.max_pool2d(torch.from_numpy(bad.astype(np.float32))[None, None], 3, 1, 1)
-        m = torch.nn.functional.interpolate(margin, size=(height, width), mode="bilinear", align_corners=False)
-        near[img[i], 0, top:top + height, left:left + width] |= m[0, 0].numpy() > 0
+        near[img[i], 0, top:top + height, left:left + width] |= near_cells(bad, (height, width))
     return near
+
+
+def near_cells(bad: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) bool source cells -> (H, W) bool: the pixels of a bilinear resize to ``size`` whose taps
+    may reach a True cell, give or take one cell (the tap-rounding margin of test_fuzz_compose)."""
+    margin = torch.nn.functional.max_pool2d(torch.from_numpy(bad.astype(np.float32))[None, None], 3, 1, 1)
+    return torch.nn.functional.interpolate(margin, size=size, mode="bilinear", align_corners=False)[0, 0].numpy() > 0
 
 
 def assert_fuse_close(got, bg, bl, fi, li, info, img):
@@ -479,10 +484,7 @@ def test_fuzz_compose(data):
         # torch's float rounding can pick the taps one cell to the left of ours, so an infinite value
         # with weight 0 turns our pixel into NaN while torch's stays finite. One cell of margin
         # around each non-finite value covers both; everywhere else the bytes must agree.
-        special = torch.from_numpy((~np.isfinite(ab)).any(0).astype(np.float32))[None, None]
-        margin = torch.nn.functional.max_pool2d(special, 3, stride=1, padding=1)
-        near = torch.nn.functional.interpolate(margin, size=(H, W), mode="bilinear", align_corners=False)[0, 0]
-        finite = np.isfinite(ab_t[0].numpy()).all(0) & ~(near.numpy() > 0)
+        finite = np.isfinite(ab_t[0].numpy()).all(0) & ~near_cells((~np.isfinite(ab)).any(0), (H, W))
         assert_u8_close(got[finite], want[finite])
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 from .flow import occlusion, remap
+from .options import VideoOptions
 
 
 class FlowStabilizer:
     """Recursive flow-guided blend of ab (see the module docstring). One per video, one thread."""
 
-    def __init__(self, blend: float = 0.97, grey_tolerance: float = 12.0):
+    def __init__(self, blend: float = VideoOptions.blend, grey_tolerance: float = 12.0):  # one default: VideoOptions
         if not 0.0 <= blend <= 1.0:
             raise ValueError(f"blend must be in [0, 1], got {blend}")
         self.blend = float(blend)
