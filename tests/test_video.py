@@ -295,6 +295,12 @@ def test_stabilize_none_equals_per_frame_colorize(plain_clip, tmp_path, tiny_col
     gen = tiny_colorizer.colorize_video(iter(frames), size=SIZE, stabilize="none", batch_size=3)
     for a, b in zip(gen, per_frame, strict=True):
         np.testing.assert_array_equal(a, b)
+    # whatever the nets' thread count (the default on this machine was used above)
+    for n, w in ((0, 1), (3, 1), (1, 3)):
+        gen = tiny_colorizer.colorize_video(iter(frames), size=SIZE, stabilize="none", nets_threads=n, nets_workers=w,
+                                            batch_size=2)
+        for a, b in zip(gen, per_frame, strict=True):
+            np.testing.assert_array_equal(a, b)
     # and the flow stabiliser does change them (after the first frame), keeping each frame's own L
     stab = list(tiny_colorizer.colorize_video(frames, size=SIZE, stabilize="flow"))
     np.testing.assert_array_equal(stab[0], per_frame[0])

@@ -187,6 +187,73 @@ def test_runner_consumer_stopping_early_stops_the_threads():
     assert not [t for t in threading.enumerate() if t.name.startswith("instcolor-video")]
 
 
+class SlowNets:
+    """A stand-in colorizer for NetsStage: infer sleeps a random while (so concurrent batches finish out
+    of order) and returns each frame's index as its ab; fails on the frame ``fail_at``."""
+
+    def __init__(self, fail_at=None, seed=0):
+        self.rng = np.random.default_rng(seed)
+        self.lock = threading.Lock()
+        self.fail_at = fail_at
+        self.running = self.most_at_once = 0
+
+    def infer(self, prepared):
+        import time
+
+        with self.lock:
+            delay = float(self.rng.uniform(0.0, 0.01))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(delay)
+            idx = [p.prepared for p in prepared]
+            if self.fail_at in idx:
+                raise RuntimeError(f"nets failed on frame {self.fail_at}")
+            return [np.full((2, 1, 1), i, np.float32) for i in idx]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def nets_items(n, side_every=7):
+    from instcolor.video.pipeline import Work
+    from instcolor.video.source import FrameItem
+
+    for i in range(n):
+        it = FrameItem(index=i, rgb=np.zeros((1, 1, 3), np.uint8))
+        it.work = Work(prepared=i, grey=None, flows=None, cut=False)
+        yield it
+        if i % side_every == side_every - 1:
+            yield FrameItem(index=i, rgb=None, side=[f"packet after frame {i}"])
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_nets_workers_keep_the_order_of_frames_and_side_packets(workers):
+    """NetsStage with concurrent batches gives every frame its own result, in input order, with side-only
+    items where they were; no more than ``workers`` batches run at once; the pool ends with the run."""
+    from instcolor.video.pipeline import NetsStage, StageRunner
+
+    fake = SlowNets(seed=workers)
+    stage = NetsStage(fake, batch_size=2, workers=workers)
+    before = {t.ident for t in threading.enumerate()}
+    out = list(StageRunner(nets_items(40), [stage], queue_size=2))
+    want = [(it.index, it.is_frame) for it in nets_items(40)]
+    assert [(it.index, it.is_frame) for it in out] == want
+    assert all(float(it.work.ab[0, 0, 0]) == it.index for it in out if it.is_frame)
+    assert [it.side for it in out if not it.is_frame] == [[f"packet after frame {i}"] for i in range(6, 40, 7)]
+    assert fake.most_at_once <= workers and (workers == 1 or fake.most_at_once > 1)
+    assert not [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("instcolor-video")]
+
+
+def test_nets_worker_error_stops_the_run_and_its_threads():
+    from instcolor.video.pipeline import NetsStage, StageRunner
+
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(RuntimeError, match="nets failed on frame 13"):
+        list(StageRunner(nets_items(200), [NetsStage(SlowNets(fail_at=13), batch_size=2, workers=2)], queue_size=2))
+    assert not [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("instcolor-video")]
+
+
 # ----------------------------------------------------------------------------- options
 @pytest.mark.parametrize("kw, msg", [
     ({"size": 60}, "size must be a positive multiple of 8"),
@@ -247,3 +314,47 @@ def test_helper_threads_option_sets_the_stage_threads():
         t.start()
         t.join()
     assert seen == {1: 1, 0: before} and ops.cpu_threads() == before
+
+
+def test_nets_threads_option_and_the_backend_it_runs(tiny_weights_dir):
+    """nets_threads: validated and resolved; the pipeline's nets run on a second ONNX Runtime backend
+    with that many threads, made once per thread count and kept; its results equal the colorizer's own
+    bit for bit, instances and fusion included; other backends (no with_threads) are left as they are."""
+    import types
+
+    from instcolor import Colorizer
+    from instcolor._ort import usable_cores
+    from instcolor.video import nets_colorizer
+
+    for bad in (-1, 2.5, True, 1000):
+        with pytest.raises(VideoError, match="nets_threads"):
+            VideoOptions(nets_threads=bad)
+    cores = usable_cores()
+    assert VideoOptions().nets_thread_count == (max(1, cores // 2) if cores <= VideoOptions.SMALL_MACHINE_CORES else 0)
+    assert VideoOptions(nets_threads=3).nets_thread_count == 3
+    for bad in (0, 17, 1.0):
+        with pytest.raises(VideoError, match="nets_workers"):
+            VideoOptions(nets_workers=bad)
+    small = cores <= VideoOptions.SMALL_MACHINE_CORES
+    assert VideoOptions().nets_worker_count == (max(1, cores // VideoOptions().nets_thread_count) if small else 1)
+    assert VideoOptions(nets_workers=3).nets_worker_count == 3
+    pytest.importorskip("onnxruntime")
+    c = Colorizer.from_pretrained(tiny_weights_dir, backend="onnxruntime")
+    own = c.backend
+    assert own.with_threads(own.threads) is own
+    other = 1 if own.threads != 1 else 2
+    variant = own.with_threads(other)
+    assert variant is not own and variant.threads == other and own.with_threads(other) is variant
+    nets = nets_colorizer(c, VideoOptions(nets_threads=other))
+    assert nets is not c and nets.backend is variant and c.backend is own
+    assert nets_colorizer(c, VideoOptions(nets_threads=0)) is c
+    assert nets_colorizer(c, VideoOptions(nets_threads=own.threads)) is c
+    plain = types.SimpleNamespace(backend=object())
+    assert nets_colorizer(plain, VideoOptions(nets_threads=1)) is plain
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (60, 84, 3), np.uint8)
+    boxes = np.array([[4, 6, 50, 40], [30, 20, 80, 58]], np.float32)
+    for b in (None, boxes):
+        a, z = c.colorize(img, boxes=b, size=64), nets.colorize(img, boxes=b, size=64)
+        np.testing.assert_array_equal(a.ab, z.ab)
+        np.testing.assert_array_equal(a.rgb, z.rgb)

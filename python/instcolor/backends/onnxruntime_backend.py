@@ -84,8 +84,13 @@ class OnnxRuntimeBackend(SegmentBackend):
                                 if precision == "int8" else ""))
         self.precision = manifest["precision"]
         self._init_segments(manifest)
-        so = session_options(threads)
+        from .._ort import usable_cores
+
+        #: intra-op threads of every session (resolved: None -> the usable cores)
+        self.threads = threads or usable_cores()
+        so = session_options(self.threads)
         providers = providers or ["CPUExecutionProvider"]
+        self.providers = list(providers)
         self.sessions = {s["name"]: open_segment(ort, self.export_dir / s["file"], s, so, providers,
                                                  int8=self.precision == "int8")
                          for s in self.manifest["segments"]}
@@ -93,6 +98,22 @@ class OnnxRuntimeBackend(SegmentBackend):
 
     def set_fuse(self, fuse_fn) -> None:
         self.fuse = fuse_fn
+
+    def with_threads(self, threads: int) -> "OnnxRuntimeBackend":
+        """This backend with ``threads`` intra-op threads per session: itself when it has that many,
+        else a second backend on the same export (its own sessions, the same blend kernel), made once
+        and kept, so repeated calls (one per video) do not load the segments again. The results are
+        the same bit for bit (tests/test_video.py). For pipelines whose stages already keep the cores
+        busy: one thread wastes less CPU on synchronisation than several (README *Video*)."""
+        if threads == self.threads:
+            return self
+        variants = self.__dict__.setdefault("_thread_variants", {})
+        if threads not in variants:
+            variants[threads] = OnnxRuntimeBackend(self.export_dir, providers=self.providers, threads=threads,
+                                                   fuse=self.fuse, precision=self.precision)
+        variant = variants[threads]
+        variant.fuse = self.fuse
+        return variant
 
     # SegmentBackend hooks: everything is host numpy.
     def _feed(self, segment: str, name: str, host: np.ndarray) -> np.ndarray:

@@ -61,6 +61,22 @@ def _hint_schedule(hints, name="hints"):
     return HintSchedule(hs, name=name)
 
 
+def nets_colorizer(colorizer, options: VideoOptions):
+    """The colorizer whose nets a video pipeline runs: ``colorizer`` itself, or (``nets_thread_count``
+    > 0 and an ONNX Runtime backend with other thread counts) a shallow copy of it on a second backend
+    with that many intra-op threads per session (the same export and results)."""
+    import copy
+
+    threads = options.nets_thread_count
+    backend = colorizer.backend
+    make = getattr(backend, "with_threads", None)
+    if not threads or make is None or getattr(backend, "threads", None) == threads:
+        return colorizer
+    nets = copy.copy(colorizer)
+    nets.backend = make(threads)
+    return nets
+
+
 def _stages(colorizer, options: VideoOptions, hints):
     from ..prepare import check_size
     from .pipeline import AnalyseStage, ComposeStage, NetsStage
@@ -70,7 +86,10 @@ def _stages(colorizer, options: VideoOptions, hints):
     except ValueError as e:
         raise VideoError(f"size: {e}") from None
     analyse = AnalyseStage(colorizer, options, size, _hint_schedule(hints))
-    return [analyse, NetsStage(colorizer, options.batch_size), ComposeStage(colorizer, options)]
+    nets = nets_colorizer(colorizer, options)
+    # concurrent batches only where the backend allows concurrent runs (ONNX Runtime, with_threads)
+    workers = options.nets_worker_count if options.nets_thread_count and hasattr(nets.backend, "with_threads") else 1
+    return [analyse, NetsStage(nets, options.batch_size, workers), ComposeStage(colorizer, options)]
 
 
 def colorize_frames(frames: Iterable, colorizer, options: VideoOptions | None = None,
@@ -142,17 +161,18 @@ def colorize_file(src: str | os.PathLike, dst: str | os.PathLike, colorizer=None
     bar = tqdm(total=info.frame_count, unit="frame", desc="video", disable=not options.progress, file=sys.stderr,
                dynamic_ncols=True, smoothing=0.1)
     gen = iter(runner)
-    write_s = 0.0
+    write_s = write_cpu_s = 0.0
     try:
         with sink:
             for item in gen:
-                w0 = time.perf_counter()
+                w0, c0 = time.perf_counter(), time.thread_time()
                 sink.write_side(item.side)
                 item.side = []
                 if item.is_frame:
                     sink.write(item.out, item.pts, item.time_base)
                     bar.update(1)
                 write_s += time.perf_counter() - w0
+                write_cpu_s += time.thread_time() - c0
     finally:
         gen.close()
         source.close()
@@ -162,7 +182,7 @@ def colorize_file(src: str | os.PathLike, dst: str | os.PathLike, colorizer=None
         bar.close()
     seconds = time.monotonic() - t0
     stats = runner.stats()
-    stats["write"] = {"busy_s": write_s, "frames": sink.frames_in}
+    stats["write"] = {"busy_s": write_s, "cpu_s": write_cpu_s, "frames": sink.frames_in}
     analyse = stages[0]
     stats["analyse"].update(flow_s=analyse.flow_s, detect_s=analyse.detect_s)
     stats["compose"]["stabilize_s"] = stages[2].stabilize_s

@@ -53,6 +53,12 @@ def add_video_parsers(subparsers) -> None:
                    help="threads of each stage besides the nets: decoder, encoder, flow, CPU kernels "
                         "(0: the libraries' defaults; default: 1 on machines with at most 4 cores, "
                         "so that they leave the cores to the nets, else 0)")
+    p.add_argument("--nets-threads", type=int, default=None, metavar="N",
+                   help="intra-op threads of each run of the nets (ONNX Runtime; 0: the colorizer's own sessions; "
+                        "default: half the cores, at least 1, on machines with at most 4 cores, else 0)")
+    p.add_argument("--nets-workers", type=int, default=None, metavar="N",
+                   help="batches of the nets run at once (ONNX Runtime; default: cores / --nets-threads on "
+                        "machines with at most 4 cores, else 1)")
     p.add_argument("--fps", type=float, default=25.0, metavar="F",
                    help="frame rate of a folder of frames (video files keep their own timestamps)")
     p.add_argument("--no-audio", action="store_true", help="leave out the audio and subtitle streams")
@@ -87,7 +93,8 @@ def _options(args):
     try:
         return VideoOptions(size=args.size, detect_every=args.detect_every, max_instances=args.max_instances,
                             stabilize=args.stabilize, batch_size=args.batch_size,
-                            helper_threads=args.helper_threads, codec=args.codec, crf=args.crf,
+                            helper_threads=args.helper_threads, nets_threads=args.nets_threads,
+                            nets_workers=args.nets_workers, codec=args.codec, crf=args.crf,
                             preset=args.preset, fps=args.fps, copy_streams=not args.no_audio,
                             progress=not args.no_progress)
     except VideoError as e:

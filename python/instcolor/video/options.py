@@ -43,6 +43,21 @@ class VideoOptions:
                       cores, where the helpers would otherwise fight the nets for them, else 0 (on
                       16 cores one thread per helper made composition the bottleneck: 2-3x slower).
                       ``helper_thread_count`` is the resolved value.
+      nets_threads    intra-op threads of each run of the nets while a video runs, for an ONNX
+                      Runtime colorizer (the pipeline then runs on a second set of sessions on the same
+                      export, made once per thread count and kept; other backends keep theirs); 0: the
+                      colorizer's own sessions; None (default): half the usable cores (at least 1) on a
+                      machine with at most 4, else 0. ``nets_thread_count`` is the resolved value.
+      nets_workers    batches of the nets that run at once, each single-threaded run in its own
+                      worker thread (ONNX Runtime only; other backends run one batch at a time);
+                      None (default): usable cores / nets_thread_count on a machine with at most 4
+                      cores, else 1. ``nets_worker_count`` is the resolved value.
+                      Why both: on a small machine the stages already keep the cores busy, and intra-op
+                      threads there cost CPU in synchronisation (2 cores, starter weights, 128x128: 33-39
+                      ms of CPU per frame with 2 threads against 26-30 ms with 1) and wait for cores the
+                      other stages hold; two single-threaded runs side by side waste nothing and keep the
+                      nets from being one serial step (README *Video*). The results are the same bit
+                      for bit.
     Output (files)
       codec, crf, preset, pix_fmt   video encoder; crf None = the codec's default in CRF_CODECS;
                       pix_fmt None = yuv420p (yuv444p for odd sizes)
@@ -61,6 +76,8 @@ class VideoOptions:
     batch_size: int = 4
     queue_size: int = 4
     helper_threads: int | None = None
+    nets_threads: int | None = None
+    nets_workers: int | None = None
     codec: str = "libx264"
     crf: int | None = None
     preset: str | None = "ultrafast"
@@ -80,6 +97,29 @@ class VideoOptions:
         from .._ort import usable_cores
 
         return 1 if usable_cores() <= self.SMALL_MACHINE_CORES else 0
+
+    @property
+    def nets_thread_count(self) -> int:
+        """``nets_threads`` resolved: None -> half the usable cores (at least 1) with at most
+        SMALL_MACHINE_CORES of them, else 0 (the colorizer's own sessions)."""
+        if self.nets_threads is not None:
+            return self.nets_threads
+        from .._ort import usable_cores
+
+        cores = usable_cores()
+        return max(1, cores // 2) if cores <= self.SMALL_MACHINE_CORES else 0
+
+    @property
+    def nets_worker_count(self) -> int:
+        """``nets_workers`` resolved: None -> the usable cores / nets_thread_count (at least 1) with at
+        most SMALL_MACHINE_CORES cores, else 1."""
+        if self.nets_workers is not None:
+            return self.nets_workers
+        from .._ort import usable_cores
+
+        cores = usable_cores()
+        threads = self.nets_thread_count
+        return max(1, cores // threads) if threads and cores <= self.SMALL_MACHINE_CORES else 1
 
     def __post_init__(self):
         def bad(what):
@@ -105,6 +145,14 @@ class VideoOptions:
                                                 or not isinstance(self.helper_threads, int)
                                                 or not 0 <= self.helper_threads <= 256):
             bad(f"helper_threads must be in 0..256, got {self.helper_threads!r}")
+        if self.nets_threads is not None and (isinstance(self.nets_threads, bool)
+                                              or not isinstance(self.nets_threads, int)
+                                              or not 0 <= self.nets_threads <= 256):
+            bad(f"nets_threads must be in 0..256, got {self.nets_threads!r}")
+        if self.nets_workers is not None and (isinstance(self.nets_workers, bool)
+                                              or not isinstance(self.nets_workers, int)
+                                              or not 1 <= self.nets_workers <= 16):
+            bad(f"nets_workers must be in 1..16, got {self.nets_workers!r}")
         if not isinstance(self.queue_size, int) or not 1 <= self.queue_size <= 256:
             bad(f"queue_size must be in 1..256, got {self.queue_size!r}")
         if not (float(self.fps) > 0 and float(self.fps) <= 1000):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -63,6 +64,7 @@ class Stage:
 
     def __init__(self):
         self.busy_s = 0.0
+        self.cpu_s = 0.0   # CPU time of the stage's thread (time.thread_time; its library worker threads not included)
         self.frames = 0
 
     def start(self) -> None:
@@ -77,6 +79,9 @@ class Stage:
 
     def finish(self) -> list[FrameItem]:
         return []
+
+    def close(self) -> None:
+        """Called once in the stage's thread when it ends, whatever the reason (release resources)."""
 
 
 class AnalyseStage(Stage):
@@ -166,33 +171,81 @@ class AnalyseStage(Stage):
 
 
 class NetsStage(Stage):
-    """Runs the nets on ``batch_size`` frames at a time; a side-only item flushes the batch first."""
+    """Runs the nets on ``batch_size`` frames at a time; a side-only item flushes the batch first.
+
+    ``workers`` > 1: up to that many batches run at once, each in a worker thread of this stage
+    (the backend must allow concurrent runs: ONNX Runtime sessions do), and come out in order. On a
+    small machine this replaces intra-op threads: two single-threaded runs side by side waste no CPU
+    on synchronisation, and the nets stop being one serial step that every frame queues for."""
 
     name = "nets"
 
-    def __init__(self, colorizer, batch_size: int):
+    def __init__(self, colorizer, batch_size: int, workers: int = 1):
         super().__init__()
         self.colorizer = colorizer
         self.batch_size = batch_size
+        self.workers = max(1, int(workers))
         self._pending: list[FrameItem] = []
+        self._pool = None
+        self._order: deque = deque()   # in output order: a Future (a batch in flight) or a list of ready items
+        self._lock = threading.Lock()
 
-    def _flush(self) -> list[FrameItem]:
+    def start(self) -> None:
+        super().start()
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="instcolor-video-nets-worker")
+
+    def _run(self, batch: list[FrameItem]) -> list[FrameItem]:
+        c0 = time.thread_time()
+        # the colorizer's own decoding (regression or distribution), as colorize does
+        abs_ = self.colorizer.infer([PreparedImage(it.work.prepared) for it in batch])
+        for it, ab in zip(batch, abs_):
+            it.work.ab = ab
+        if self._pool is not None:
+            with self._lock:
+                self.cpu_s += time.thread_time() - c0
+        return batch
+
+    def _flush(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
-            # the colorizer's own decoding (regression or distribution), as colorize does
-            abs_ = self.colorizer.infer([PreparedImage(it.work.prepared) for it in batch])
-            for it, ab in zip(batch, abs_):
-                it.work.ab = ab
-        return batch
+            self._order.append(self._pool.submit(self._run, batch) if self._pool is not None else self._run(batch))
+
+    def _ready(self, wait_all: bool = False) -> list[FrameItem]:
+        """Items at the front of the order that are done; waits while ``workers`` batches are in
+        flight (or for all of them with ``wait_all``)."""
+        out: list[FrameItem] = []
+        while self._order:
+            head = self._order[0]
+            if isinstance(head, list):
+                out.extend(self._order.popleft())
+                continue
+            in_flight = sum(not isinstance(e, list) for e in self._order)
+            if not (head.done() or wait_all or in_flight >= self.workers):
+                break
+            out.extend(self._order.popleft().result())
+        return out
 
     def process(self, item: FrameItem) -> list[FrameItem]:
         if not item.is_frame:
-            return self._flush() + [item]
-        self._pending.append(item)
-        return self._flush() if len(self._pending) >= self.batch_size else []
+            self._flush()
+            self._order.append([item])
+        else:
+            self._pending.append(item)
+            if len(self._pending) >= self.batch_size:
+                self._flush()
+        return self._ready()
 
     def finish(self) -> list[FrameItem]:
-        return self._flush()
+        self._flush()
+        return self._ready(wait_all=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 class ComposeStage(Stage):
@@ -235,6 +288,7 @@ class StageRunner:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self.read_s = 0.0
+        self.read_cpu_s = 0.0
         self.frames_read = 0
 
     # ------------------------------------------------------------------ blocking helpers
@@ -261,6 +315,7 @@ class StageRunner:
 
     # ------------------------------------------------------------------ threads
     def _read(self, out: queue.Queue) -> None:
+        c0 = time.thread_time()
         it = iter(self.source)
         try:
             while not self._stop.is_set():
@@ -283,8 +338,10 @@ class StageRunner:
                     close()
                 except Exception:  # noqa: BLE001
                     pass
+            self.read_cpu_s = time.thread_time() - c0
 
     def _run_stage(self, stage: Stage, inq: queue.Queue, out: queue.Queue) -> None:
+        c0 = time.thread_time()
         try:
             if hasattr(stage, "start"):  # Stage subclasses; any object with process/finish works
                 stage.start()
@@ -310,6 +367,13 @@ class StageRunner:
                         return
         except BaseException as e:  # noqa: BLE001 - handed to the caller, which re-raises it
             self._fail(e)
+        finally:
+            try:
+                if hasattr(stage, "close"):
+                    stage.close()
+            except BaseException as e:  # noqa: BLE001
+                self._fail(e)
+            stage.cpu_s = getattr(stage, "cpu_s", 0.0) + time.thread_time() - c0
 
     def __iter__(self):
         queues = [queue.Queue(maxsize=self.queue_size) for _ in range(len(self.stages) + 1)]
@@ -344,7 +408,9 @@ class StageRunner:
             raise RuntimeError("video pipeline stopped without a result")
 
     def stats(self) -> dict:
-        out = {"read": {"busy_s": self.read_s, "frames": self.frames_read}}
+        """Per thread: ``busy_s`` (wall seconds spent working, waits excluded), ``cpu_s`` (the thread's
+        CPU seconds; worker threads of the libraries it calls are not counted) and ``frames``."""
+        out = {"read": {"busy_s": self.read_s, "cpu_s": self.read_cpu_s, "frames": self.frames_read}}
         for st in self.stages:
-            out[st.name] = {"busy_s": st.busy_s, "frames": st.frames}
+            out[st.name] = {"busy_s": st.busy_s, "cpu_s": getattr(st, "cpu_s", 0.0), "frames": st.frames}
         return out
