@@ -287,8 +287,8 @@ def main(argv=None) -> int:
                   f"{ms('write')} {q}")
     print("\nratio columns: each round pairs a fresh bare measurement with the runs right after it; the detector "
           "references are measured once, in the first round\nper-stage columns (first round): CPU / busy ms per frame "
-          "of each thread (CPU: the thread's own, without library worker threads; busy: wall time working; the "
-          "threads overlap)")
+          "of each stage (CPU: its thread's, and its nets workers', without library worker threads such as ONNX "
+          "Runtime's intra-op pool; busy: wall time its thread spent working; the stages overlap)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -191,7 +191,9 @@ class SlowNets:
     """A stand-in colorizer for NetsStage: infer sleeps a random while (so concurrent batches finish out
     of order) and returns each frame's index as its ab; fails on the frame ``fail_at``."""
 
-    def __init__(self, fail_at=None, seed=0):
+    def __init__(self, fail_at=None, seed=0, ops=None):
+        self.ops = ops
+        self.kernel_threads = set()
         self.rng = np.random.default_rng(seed)
         self.lock = threading.Lock()
         self.fail_at = fail_at
@@ -203,6 +205,8 @@ class SlowNets:
         with self.lock:
             delay = float(self.rng.uniform(0.0, 0.01))
             self.running += 1
+            if self.ops is not None:
+                self.kernel_threads.add(self.ops.cpu_threads())
             self.most_at_once = max(self.most_at_once, self.running)
         try:
             time.sleep(delay)
@@ -243,6 +247,21 @@ def test_nets_workers_keep_the_order_of_frames_and_side_packets(workers):
     assert [it.side for it in out if not it.is_frame] == [[f"packet after frame {i}"] for i in range(6, 40, 7)]
     assert fake.most_at_once <= workers and (workers == 1 or fake.most_at_once > 1)
     assert not [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("instcolor-video")]
+
+
+def test_nets_workers_set_the_kernel_threads_of_their_own_threads():
+    from instcolor import ops
+    from instcolor.pipeline import native_ops
+    from instcolor.video.pipeline import NetsStage, StageRunner
+
+    if native_ops() is None:
+        pytest.skip("the native kernels are not built")
+    before = ops.cpu_threads()
+    for workers in (1, 2):
+        fake = SlowNets(ops=ops)
+        list(StageRunner(nets_items(12), [NetsStage(fake, batch_size=2, workers=workers, cpu_threads=1)]))
+        assert fake.kernel_threads == {1}
+    assert ops.cpu_threads() == before
 
 
 def test_nets_worker_error_stops_the_run_and_its_threads():

@@ -89,7 +89,8 @@ def _stages(colorizer, options: VideoOptions, hints):
     nets = nets_colorizer(colorizer, options)
     # concurrent batches only where the backend allows concurrent runs (ONNX Runtime, with_threads)
     workers = options.nets_worker_count if options.nets_thread_count and hasattr(nets.backend, "with_threads") else 1
-    return [analyse, NetsStage(nets, options.batch_size, workers), ComposeStage(colorizer, options)]
+    return [analyse, NetsStage(nets, options.batch_size, workers, cpu_threads=options.nets_thread_count),
+            ComposeStage(colorizer, options)]
 
 
 def colorize_frames(frames: Iterable, colorizer, options: VideoOptions | None = None,

@@ -180,11 +180,13 @@ class NetsStage(Stage):
 
     name = "nets"
 
-    def __init__(self, colorizer, batch_size: int, workers: int = 1):
+    def __init__(self, colorizer, batch_size: int, workers: int = 1, cpu_threads: int = 0):
         super().__init__()
         self.colorizer = colorizer
         self.batch_size = batch_size
         self.workers = max(1, int(workers))
+        # threads of the CPU kernels the nets call (the instance blend), set in every thread that runs them
+        self.cpu_threads = cpu_threads if getattr(colorizer, "ops", None) is not None else 0
         self._pending: list[FrameItem] = []
         self._pool = None
         self._order: deque = deque()   # in output order: a Future (a batch in flight) or a list of ready items
@@ -195,7 +197,8 @@ class NetsStage(Stage):
         if self.workers > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="instcolor-video-nets-worker")
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="instcolor-video-nets-worker",
+                                            initializer=Stage.start, initargs=(self,))
 
     def _run(self, batch: list[FrameItem]) -> list[FrameItem]:
         c0 = time.thread_time()
