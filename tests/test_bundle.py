@@ -347,6 +347,22 @@ def test_bundle_command_converts_official_and_bundle(tmp_path, capsys):
     assert _bundle_cli(["bundle", "--weights", str(tmp_path / "b2"), "-o", str(tmp_path / "b3")]) == 0
     assert json.loads((tmp_path / "b3" / "config.json").read_text())["info"] == {"train_images": 10}  # kept
     assert (tmp_path / "b3" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    # a new --info keeps what describes the weights (the head's training prior, the recommended decoding)
+    from instcolor.models.bundle import set_bundle_info
+
+    prior = {"counts": [1] * 529, "mix": 0.5}
+    set_bundle_info(tmp_path / "b3", {"train_images": 10, "class_rebalance": prior, "decode": {"decode": "mixed"}})
+    capsys.readouterr()
+    assert _bundle_cli(["bundle", "--weights", str(tmp_path / "b3"), "-o", str(tmp_path / "b4"),
+                        "--info", str(tmp_path / "info.json")]) == 0
+    assert json.loads((tmp_path / "b4" / "config.json").read_text())["info"] == \
+        {"train_images": 10, "class_rebalance": prior, "decode": {"decode": "mixed"}}
+    assert "kept class_rebalance, decode" in capsys.readouterr().err
+    (tmp_path / "info2.json").write_text(json.dumps({"decode": {"decode": "regression"}}))
+    assert _bundle_cli(["bundle", "--weights", str(tmp_path / "b4"), "-o", str(tmp_path / "b5"),
+                        "--info", str(tmp_path / "info2.json")]) == 0
+    assert json.loads((tmp_path / "b5" / "config.json").read_text())["info"] == \
+        {"decode": {"decode": "regression"}, "class_rebalance": prior}   # what --info sets wins
     with pytest.raises(UsageError, match="missing weights file"):
         _bundle_cli(["bundle", "--weights", str(tmp_path), "-o", str(tmp_path / "x")])
     with pytest.raises(UsageError, match=r"official: is \(or holds\) the input"):

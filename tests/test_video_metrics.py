@@ -132,6 +132,19 @@ def test_warping_error_by_hand():
         pytest.approx(0.5 * (10 / 255) ** 2, rel=1e-12)
     with pytest.raises(ValueError, match="need 1 flow pairs"):
         metrics.warping_error([a, b], [])
+    # an occlusion mask handed in (eval-video computes it once for both videos) is the one used
+    occ = metrics.flow_occlusion(fw, bw)
+    acc, given = metrics.WarpingError(), metrics.WarpingError()
+    assert acc.add(a, b + 10, fw, bw) == given.add(a, b + 10, fw, bw, occ)
+    d = b.astype(np.int64)
+    d[:, 1] += 20                       # column 1 of t+1 is where column 0 of t lands
+    d = d.astype(np.uint8)
+    only_column_0 = np.ones_like(occ)
+    only_column_0[:, 0] = False
+    assert given.add(a, d, fw, bw, only_column_0) == pytest.approx((20 / 255) ** 2, rel=1e-12)
+    assert acc.add(a, d, fw, bw) < 0.5 * (20 / 255) ** 2    # its own mask: column 0 is a small share
+    with pytest.raises(ValueError, match="occluded: shape"):
+        given.add(a, b, fw, bw, occ[:, :4])
 
 
 def test_warping_error_skips_pairs_without_valid_pixels():

@@ -478,10 +478,18 @@ class WarpingError:
         self.pairs = 0
         self.skipped = 0
 
-    def add(self, frame_t: np.ndarray, frame_t1: np.ndarray, flow_fw: np.ndarray, flow_bw: np.ndarray) -> float | None:
-        """Add one pair; returns its error (None when it had no non-occluded pixel)."""
+    def add(self, frame_t: np.ndarray, frame_t1: np.ndarray, flow_fw: np.ndarray, flow_bw: np.ndarray,
+            occluded: np.ndarray | None = None) -> float | None:
+        """Add one pair; returns its error (None when it had no non-occluded pixel). ``occluded``:
+        ``flow_occlusion(flow_fw, flow_bw)`` when the caller has it already (several videos compared
+        with the same flow), else computed here."""
         a, b = _check_pair(frame_t, frame_t1)
-        valid = ~flow_occlusion(_check_flow(flow_fw, "flow_fw", a.shape[:2]), flow_bw)
+        fw = _check_flow(flow_fw, "flow_fw", a.shape[:2])
+        if occluded is None:
+            occluded = flow_occlusion(fw, flow_bw)
+        elif occluded.shape != a.shape[:2]:
+            raise ValueError(f"occluded: shape {occluded.shape}, expected {a.shape[:2]}")
+        valid = ~occluded
         n = int(valid.sum())
         if n == 0:
             self.skipped += 1

@@ -21,7 +21,9 @@ def add_bundle_parser(subparsers):
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
                    help="folder for the bundle (new or empty; an earlier bundle there needs --force)")
     p.add_argument("--info", metavar="FILE.json",
-                   help="JSON object stored as the bundle's 'info' (default: kept from a bundle input, else none)")
+                   help="JSON object stored as the bundle's 'info' (default: kept from a bundle input, else none); "
+                        "from a bundle input the keys that describe the weights themselves (class_rebalance, "
+                        "decode) are carried over unless FILE.json sets them")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier bundle in OUTDIR (never a folder holding other files)")
     p.set_defaults(func=cmd_bundle)
@@ -53,6 +55,10 @@ def _with_class_rebalance(src, info):
     return {**(info or {}), "class_rebalance": spec}
 
 
+#: info keys that describe the weights, not their history: a new --info keeps them from a bundle input
+WEIGHTS_INFO_KEYS = ("class_rebalance", "decode")
+
+
 def cmd_bundle(args) -> int:
     from .._fileio import OutputFolderError, claim_output_dir, write_output_marker
     from ..errors import UsageError
@@ -71,8 +77,16 @@ def cmd_bundle(args) -> int:
     try:
         src_is_bundle = is_bundle(src)
         nets = load_nets(src)
-        if info is None and src_is_bundle:
-            info = bundle_info(src) or None
+        if src_is_bundle:
+            old = bundle_info(src) or {}
+            if info is None:
+                info = old or None
+            else:
+                kept = [k for k in WEIGHTS_INFO_KEYS if k in old and k not in info]
+                info = {**info, **{k: old[k] for k in kept}}
+                if kept:
+                    print(f"instcolor: kept {', '.join(kept)} from {src}'s info (they describe the weights; set "
+                          f"them in --info to change them)", file=sys.stderr)
         info = _with_class_rebalance(src, info)
     except CheckpointError as e:
         raise UsageError(str(e)) from None

@@ -80,8 +80,9 @@ def evaluate_videos(pred, gt, flow_preset: str = "medium", progress: bool = Fals
             if prev is not None:
                 pa, pb, pgrey = prev
                 fw, bw = flow.pair(pgrey, grey)
-                we_p.add(pa, a, fw, bw)
-                we_g.add(pb, b, fw, bw)
+                occluded = metrics.flow_occlusion(fw, bw)  # the same flow for both videos: once
+                we_p.add(pa, a, fw, bw, occluded)
+                we_g.add(pb, b, fw, bw, occluded)
             cdc_p.add(a)
             cdc_g.add(b)
             ps_ = metrics.psnr(a, b)
