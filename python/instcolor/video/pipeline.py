@@ -8,13 +8,14 @@
 * **AnalyseStage** — lightness at processing size, scene cuts, optical flow, detector every N frames
   + tracker, hints, network inputs (crops, hint planes).
 * **NetsStage** — ``batch_size`` frames per pass of the nets (the colorizer's backend, decoded as the
-  colorizer decodes: regression, or distribution when the weights recommend it).
+  colorizer decodes: regression, or distribution when the weights recommend it); with ``workers`` > 1
+  that many passes run at once in the stage's worker threads, their results kept in order.
 * **ComposeStage** — temporal stabilisation of ab, then composition at full resolution with the
   input's own L (the same native op as :meth:`Colorizer.colorize`).
 
-Stages are plain objects (``process(item) -> list``, ``finish() -> list``) driven by
-:class:`StageRunner`; they start no threads and keep their per-video state (tracker, stabiliser,
-flow) on their one thread. Every queue is bounded (``queue_size``), so memory does not grow with the
+Stages are plain objects (``process(item) -> list``, ``finish() -> list``, ``close()``) driven by
+:class:`StageRunner`; they keep their per-video state (tracker, stabiliser, flow) on their one thread,
+and only NetsStage starts threads of its own (its workers, ended in ``close``). Every queue is bounded (``queue_size``), so memory does not grow with the
 video's length; end of stream is a sentinel. Every wait has a timeout and checks a stop event: the
 first error in any thread (KeyboardInterrupt included) stops all of them, and the caller re-raises
 it once the threads are joined.
