@@ -296,14 +296,19 @@ def test_stabilize_none_equals_per_frame_colorize(plain_clip, tmp_path, tiny_col
     for a, b in zip(gen, per_frame, strict=True):
         np.testing.assert_array_equal(a, b)
     # whatever the nets' thread count (the default on this machine was used above)
-    for n, w in ((0, 1), (3, 1), (1, 3)):
+    for n, w, c in ((0, 1, 1), (3, 1, 1), (1, 3, 3)):
         gen = tiny_colorizer.colorize_video(iter(frames), size=SIZE, stabilize="none", nets_threads=n, nets_workers=w,
-                                            batch_size=2)
+                                            compose_workers=c, batch_size=2)
         for a, b in zip(gen, per_frame, strict=True):
             np.testing.assert_array_equal(a, b)
     # and the flow stabiliser does change them (after the first frame), keeping each frame's own L
     stab = list(tiny_colorizer.colorize_video(frames, size=SIZE, stabilize="flow"))
     np.testing.assert_array_equal(stab[0], per_frame[0])
+    # composing in several threads changes nothing: the stabiliser still runs in order
+    for c in (1, 3):
+        for a, b in zip(tiny_colorizer.colorize_video(frames, size=SIZE, stabilize="flow", compose_workers=c), stab,
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(stab[1:], per_frame[1:]))
     from instcolor.prepare import lab_of_uint8
 

@@ -357,6 +357,12 @@ def test_nets_threads_option_and_the_backend_it_runs(tiny_weights_dir):
     small = cores <= VideoOptions.SMALL_MACHINE_CORES
     assert VideoOptions().nets_worker_count == (max(1, cores // VideoOptions().nets_thread_count) if small else 1)
     assert VideoOptions(nets_workers=3).nets_worker_count == 3
+    for bad in (0, 17, 2.0):
+        with pytest.raises(VideoError, match="compose_workers"):
+            VideoOptions(compose_workers=bad)
+    assert VideoOptions(helper_threads=1).compose_worker_count == min(cores, VideoOptions.MAX_DEFAULT_COMPOSE_WORKERS)
+    assert VideoOptions(helper_threads=0).compose_worker_count == 1
+    assert VideoOptions(helper_threads=0, compose_workers=2).compose_worker_count == 2
     pytest.importorskip("onnxruntime")
     c = Colorizer.from_pretrained(tiny_weights_dir, backend="onnxruntime")
     own = c.backend

@@ -58,6 +58,12 @@ class VideoOptions:
                       other stages hold; two single-threaded runs side by side waste nothing and keep the
                       nets from being one serial step (README *Video*). The results are the same bit
                       for bit.
+      compose_workers frames composed at once at full resolution, each in its own worker thread (the
+                      stabiliser still runs in order); None (default): the usable cores (at most 4) when the helper
+                      stages run one kernel thread each (``helper_thread_count`` 1), else 1 (the kernels
+                      then use the cores themselves). At 1920x1080 on 2 cores one composing thread was
+                      the bottleneck (busy ~95 % of the time, 0.80x bare ``colorize``).
+                      ``compose_worker_count`` is the resolved value.
     Output (files)
       codec, crf, preset, pix_fmt   video encoder; crf None = the codec's default in CRF_CODECS;
                       pix_fmt None = yuv420p (yuv444p for odd sizes)
@@ -78,6 +84,7 @@ class VideoOptions:
     helper_threads: int | None = None
     nets_threads: int | None = None
     nets_workers: int | None = None
+    compose_workers: int | None = None
     codec: str = "libx264"
     crf: int | None = None
     preset: str | None = "ultrafast"
@@ -88,6 +95,7 @@ class VideoOptions:
     encoder_options: dict = field(default_factory=dict)
 
     SMALL_MACHINE_CORES = 4
+    MAX_DEFAULT_COMPOSE_WORKERS = 4   # frames held by composition stay few whatever the core count
 
     @property
     def helper_thread_count(self) -> int:
@@ -121,6 +129,16 @@ class VideoOptions:
         threads = self.nets_thread_count
         return max(1, cores // threads) if threads and cores <= self.SMALL_MACHINE_CORES else 1
 
+    @property
+    def compose_worker_count(self) -> int:
+        """``compose_workers`` resolved: None -> the usable cores (at most MAX_DEFAULT_COMPOSE_WORKERS) with
+        ``helper_thread_count`` 1, else 1."""
+        if self.compose_workers is not None:
+            return self.compose_workers
+        from .._ort import usable_cores
+
+        return min(usable_cores(), self.MAX_DEFAULT_COMPOSE_WORKERS) if self.helper_thread_count == 1 else 1
+
     def __post_init__(self):
         def bad(what):
             raise VideoError(f"VideoOptions: {what}")
@@ -153,6 +171,10 @@ class VideoOptions:
                                               or not isinstance(self.nets_workers, int)
                                               or not 1 <= self.nets_workers <= 16):
             bad(f"nets_workers must be in 1..16, got {self.nets_workers!r}")
+        if self.compose_workers is not None and (isinstance(self.compose_workers, bool)
+                                                 or not isinstance(self.compose_workers, int)
+                                                 or not 1 <= self.compose_workers <= 16):
+            bad(f"compose_workers must be in 1..16, got {self.compose_workers!r}")
         if not isinstance(self.queue_size, int) or not 1 <= self.queue_size <= 256:
             bad(f"queue_size must be in 1..256, got {self.queue_size!r}")
         if not (float(self.fps) > 0 and float(self.fps) <= 1000):

@@ -171,6 +171,60 @@ class AnalyseStage(Stage):
         return [item]
 
 
+class OrderedWorkers:
+    """Runs a stage's per-item (or per-batch) work in ``workers`` threads and hands the results back in
+    the order it was submitted. ``workers`` 1: the work runs at once in the caller's thread.
+
+    ``submit(fn, arg)`` queues ``fn(arg)`` (a list of items); ``put(items)`` queues items that need no
+    work (side packets), in order after what was submitted before; ``ready()`` returns the items at the
+    front that are done, waiting while ``workers`` runs are in flight; ``ready(wait_all=True)`` waits
+    for everything. ``cpu_s``: CPU seconds of the worker threads. Each worker thread calls
+    ``initializer`` (if any) once."""
+
+    def __init__(self, workers: int, name: str, initializer=None):
+        self.workers = max(1, int(workers))
+        self.cpu_s = 0.0
+        self._order: deque = deque()   # a Future (work in flight) or a list of ready items
+        self._lock = threading.Lock()
+        self._pool = None
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=name, initializer=initializer)
+
+    def _timed(self, fn, arg):
+        c0 = time.thread_time()
+        try:
+            return fn(arg)
+        finally:
+            with self._lock:
+                self.cpu_s += time.thread_time() - c0
+
+    def submit(self, fn, arg) -> None:
+        self._order.append(self._pool.submit(self._timed, fn, arg) if self._pool is not None else fn(arg))
+
+    def put(self, items: list) -> None:
+        self._order.append(list(items))
+
+    def ready(self, wait_all: bool = False) -> list:
+        out: list = []
+        while self._order:
+            head = self._order[0]
+            if isinstance(head, list):
+                out.extend(self._order.popleft())
+                continue
+            in_flight = sum(not isinstance(e, list) for e in self._order)
+            if not (head.done() or wait_all or in_flight >= self.workers):
+                break
+            out.extend(self._order.popleft().result())
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
 class NetsStage(Stage):
     """Runs the nets on ``batch_size`` frames at a time; a side-only item flushes the batch first.
 
@@ -189,71 +243,50 @@ class NetsStage(Stage):
         # threads of the CPU kernels the nets call (the instance blend), set in every thread that runs them
         self.cpu_threads = cpu_threads if getattr(colorizer, "ops", None) is not None else 0
         self._pending: list[FrameItem] = []
-        self._pool = None
-        self._order: deque = deque()   # in output order: a Future (a batch in flight) or a list of ready items
-        self._lock = threading.Lock()
+        self._work: OrderedWorkers | None = None
 
     def start(self) -> None:
         super().start()
-        if self.workers > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="instcolor-video-nets-worker",
-                                            initializer=Stage.start, initargs=(self,))
+        self._work = OrderedWorkers(self.workers, "instcolor-video-nets-worker", lambda: Stage.start(self))
 
     def _run(self, batch: list[FrameItem]) -> list[FrameItem]:
-        c0 = time.thread_time()
         # the colorizer's own decoding (regression or distribution), as colorize does
         abs_ = self.colorizer.infer([PreparedImage(it.work.prepared) for it in batch])
         for it, ab in zip(batch, abs_):
             it.work.ab = ab
-        if self._pool is not None:
-            with self._lock:
-                self.cpu_s += time.thread_time() - c0
         return batch
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
-            self._order.append(self._pool.submit(self._run, batch) if self._pool is not None else self._run(batch))
-
-    def _ready(self, wait_all: bool = False) -> list[FrameItem]:
-        """Items at the front of the order that are done; waits while ``workers`` batches are in
-        flight (or for all of them with ``wait_all``)."""
-        out: list[FrameItem] = []
-        while self._order:
-            head = self._order[0]
-            if isinstance(head, list):
-                out.extend(self._order.popleft())
-                continue
-            in_flight = sum(not isinstance(e, list) for e in self._order)
-            if not (head.done() or wait_all or in_flight >= self.workers):
-                break
-            out.extend(self._order.popleft().result())
-        return out
+            self._work.submit(self._run, batch)
 
     def process(self, item: FrameItem) -> list[FrameItem]:
         if not item.is_frame:
             self._flush()
-            self._order.append([item])
+            self._work.put([item])
         else:
             self._pending.append(item)
             if len(self._pending) >= self.batch_size:
                 self._flush()
-        return self._ready()
+        return self._work.ready()
 
     def finish(self) -> list[FrameItem]:
         self._flush()
-        return self._ready(wait_all=True)
+        return self._work.ready(wait_all=True)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self._work is not None:
+            self._work.close()
+            self.cpu_s += self._work.cpu_s
+            self._work = None
 
 
 class ComposeStage(Stage):
-    """Stabilises ab (``stabilize="flow"``) and composes the full-resolution frame."""
+    """Stabilises ab (``stabilize="flow"``, in order, in the stage's thread) and composes the
+    full-resolution frame: in ``workers`` threads of its own when ``options.compose_worker_count`` > 1
+    (results in order), so that composition, the heaviest step at large sizes, is not one serial
+    step on a machine whose helper stages run one kernel thread each."""
 
     name = "compose"
 
@@ -261,24 +294,44 @@ class ComposeStage(Stage):
         super().__init__()
         self.ops = colorizer.ops
         self.cpu_threads = options.helper_thread_count if self.ops is not None else 0
+        self.workers = options.compose_worker_count if self.ops is not None else 1
         self.stabilizer = FlowStabilizer(options.blend) if options.stabilize == "flow" else None
         self.stabilize_s = 0.0
+        self._work: OrderedWorkers | None = None
+
+    def start(self) -> None:
+        super().start()
+        self._work = OrderedWorkers(self.workers, "instcolor-video-compose-worker", lambda: Stage.start(self))
+
+    def _compose(self, item: FrameItem) -> list[FrameItem]:
+        w = item.work
+        item.out = compose_result(w.prepared, w.ab, w.scores, w.labels, ops=self.ops, processed=False).rgb
+        item.rgb = None
+        item.work = None
+        return [item]
 
     def process(self, item: FrameItem) -> list[FrameItem]:
         if not item.is_frame:
-            return [item]
+            self._work.put([item])
+            return self._work.ready()
         w = item.work
-        ab = w.ab
         if self.stabilizer is not None:
             t0 = time.perf_counter()
             if w.cut:
                 self.stabilizer.reset()
-            ab = self.stabilizer.push(ab, w.grey, w.flows)
+            w.ab = self.stabilizer.push(w.ab, w.grey, w.flows)
             self.stabilize_s += time.perf_counter() - t0
-        item.out = compose_result(w.prepared, ab, w.scores, w.labels, ops=self.ops, processed=False).rgb
-        item.rgb = None
-        item.work = None
-        return [item]
+        self._work.submit(self._compose, item)
+        return self._work.ready()
+
+    def finish(self) -> list[FrameItem]:
+        return self._work.ready(wait_all=True)
+
+    def close(self) -> None:
+        if self._work is not None:
+            self._work.close()
+            self.cpu_s += self._work.cpu_s
+            self._work = None
 
 
 class StageRunner:
