@@ -91,6 +91,7 @@ class OnnxRuntimeBackend(SegmentBackend):
         so = session_options(self.threads)
         providers = providers or ["CPUExecutionProvider"]
         self.providers = list(providers)
+        self._thread_variants: dict[int, OnnxRuntimeBackend] = {}   # with_threads' backends, by thread count
         self.sessions = {s["name"]: open_segment(ort, self.export_dir / s["file"], s, so, providers,
                                                  int8=self.precision == "int8")
                          for s in self.manifest["segments"]}
@@ -107,7 +108,7 @@ class OnnxRuntimeBackend(SegmentBackend):
         busy: one thread wastes less CPU on synchronisation than several (README *Video*)."""
         if threads == self.threads:
             return self
-        variants = self.__dict__.setdefault("_thread_variants", {})
+        variants = self._thread_variants
         if threads not in variants:
             variants[threads] = OnnxRuntimeBackend(self.export_dir, providers=self.providers, threads=threads,
                                                    fuse=self.fuse, precision=self.precision)

@@ -68,12 +68,12 @@ def nets_colorizer(colorizer, options: VideoOptions):
     import copy
 
     threads = options.nets_thread_count
-    backend = colorizer.backend
-    make = getattr(backend, "with_threads", None)
-    if not threads or make is None or getattr(backend, "threads", None) == threads:
+    make = getattr(colorizer.backend, "with_threads", None)
+    backend = make(threads) if threads and make is not None else colorizer.backend
+    if backend is colorizer.backend:  # with_threads gives the backend itself when it has that many threads
         return colorizer
     nets = copy.copy(colorizer)
-    nets.backend = make(threads)
+    nets.backend = backend
     return nets
 
 

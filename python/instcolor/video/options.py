@@ -159,22 +159,15 @@ class VideoOptions:
             bad(f"scene_threshold must be in (0, 1], got {self.scene_threshold!r}")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
             bad(f"batch_size must be in 1..64, got {self.batch_size!r}")
-        if self.helper_threads is not None and (isinstance(self.helper_threads, bool)
-                                                or not isinstance(self.helper_threads, int)
-                                                or not 0 <= self.helper_threads <= 256):
-            bad(f"helper_threads must be in 0..256, got {self.helper_threads!r}")
-        if self.nets_threads is not None and (isinstance(self.nets_threads, bool)
-                                              or not isinstance(self.nets_threads, int)
-                                              or not 0 <= self.nets_threads <= 256):
-            bad(f"nets_threads must be in 0..256, got {self.nets_threads!r}")
-        if self.nets_workers is not None and (isinstance(self.nets_workers, bool)
-                                              or not isinstance(self.nets_workers, int)
-                                              or not 1 <= self.nets_workers <= 16):
-            bad(f"nets_workers must be in 1..16, got {self.nets_workers!r}")
-        if self.compose_workers is not None and (isinstance(self.compose_workers, bool)
-                                                 or not isinstance(self.compose_workers, int)
-                                                 or not 1 <= self.compose_workers <= 16):
-            bad(f"compose_workers must be in 1..16, got {self.compose_workers!r}")
+        def count(name, lo, hi):  # None, or an int (not a bool) in lo..hi
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
+                bad(f"{name} must be in {lo}..{hi}, got {v!r}")
+
+        count("helper_threads", 0, 256)
+        count("nets_threads", 0, 256)
+        count("nets_workers", 1, 16)
+        count("compose_workers", 1, 16)
         if not isinstance(self.queue_size, int) or not 1 <= self.queue_size <= 256:
             bad(f"queue_size must be in 1..256, got {self.queue_size!r}")
         if not (float(self.fps) > 0 and float(self.fps) <= 1000):

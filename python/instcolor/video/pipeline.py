@@ -15,7 +15,8 @@
 
 Stages are plain objects (``process(item) -> list``, ``finish() -> list``, ``close()``) driven by
 :class:`StageRunner`; they keep their per-video state (tracker, stabiliser, flow) on their one thread,
-and only NetsStage starts threads of its own (its workers, ended in ``close``). Every queue is bounded (``queue_size``), so memory does not grow with the
+and only the nets and composition start threads of their own (:class:`WorkerStage`: workers whose
+results come back in order, ended in ``close``). Every queue is bounded (``queue_size``), so memory does not grow with the
 video's length; end of stream is a sentinel. Every wait has a timeout and checks a stop event: the
 first error in any thread (KeyboardInterrupt included) stops all of them, and the caller re-raises
 it once the threads are joined.
@@ -65,7 +66,7 @@ class Stage:
 
     def __init__(self):
         self.busy_s = 0.0
-        self.cpu_s = 0.0   # CPU time of the stage's thread (time.thread_time; its library worker threads not included)
+        self.cpu_s = 0.0   # CPU time of the stage's thread and its own workers (not the libraries' worker threads)
         self.frames = 0
 
     def start(self) -> None:
@@ -225,7 +226,25 @@ class OrderedWorkers:
             self._pool = None
 
 
-class NetsStage(Stage):
+class WorkerStage(Stage):
+    """A stage whose work runs through an :class:`OrderedWorkers` (``self._work``) of ``self.workers``
+    threads, made in :meth:`start` (each worker thread gets the stage's kernel-thread setting) and
+    shut down in :meth:`close`, which adds the workers' CPU time to the stage's."""
+
+    workers = 1
+
+    def start(self) -> None:
+        super().start()
+        self._work = OrderedWorkers(self.workers, f"instcolor-video-{self.name}-worker", lambda: Stage.start(self))
+
+    def close(self) -> None:
+        work, self._work = getattr(self, "_work", None), None
+        if work is not None:
+            work.close()
+            self.cpu_s += work.cpu_s
+
+
+class NetsStage(WorkerStage):
     """Runs the nets on ``batch_size`` frames at a time; a side-only item flushes the batch first.
 
     ``workers`` > 1: up to that many batches run at once, each in a worker thread of this stage
@@ -243,11 +262,6 @@ class NetsStage(Stage):
         # threads of the CPU kernels the nets call (the instance blend), set in every thread that runs them
         self.cpu_threads = cpu_threads if getattr(colorizer, "ops", None) is not None else 0
         self._pending: list[FrameItem] = []
-        self._work: OrderedWorkers | None = None
-
-    def start(self) -> None:
-        super().start()
-        self._work = OrderedWorkers(self.workers, "instcolor-video-nets-worker", lambda: Stage.start(self))
 
     def _run(self, batch: list[FrameItem]) -> list[FrameItem]:
         # the colorizer's own decoding (regression or distribution), as colorize does
@@ -275,14 +289,8 @@ class NetsStage(Stage):
         self._flush()
         return self._work.ready(wait_all=True)
 
-    def close(self) -> None:
-        if self._work is not None:
-            self._work.close()
-            self.cpu_s += self._work.cpu_s
-            self._work = None
 
-
-class ComposeStage(Stage):
+class ComposeStage(WorkerStage):
     """Stabilises ab (``stabilize="flow"``, in order, in the stage's thread) and composes the
     full-resolution frame: in ``workers`` threads of its own when ``options.compose_worker_count`` > 1
     (results in order), so that composition, the heaviest step at large sizes, is not one serial
@@ -297,11 +305,6 @@ class ComposeStage(Stage):
         self.workers = options.compose_worker_count if self.ops is not None else 1
         self.stabilizer = FlowStabilizer(options.blend) if options.stabilize == "flow" else None
         self.stabilize_s = 0.0
-        self._work: OrderedWorkers | None = None
-
-    def start(self) -> None:
-        super().start()
-        self._work = OrderedWorkers(self.workers, "instcolor-video-compose-worker", lambda: Stage.start(self))
 
     def _compose(self, item: FrameItem) -> list[FrameItem]:
         w = item.work
@@ -326,12 +329,6 @@ class ComposeStage(Stage):
 
     def finish(self) -> list[FrameItem]:
         return self._work.ready(wait_all=True)
-
-    def close(self) -> None:
-        if self._work is not None:
-            self._work.close()
-            self.cpu_s += self._work.cpu_s
-            self._work = None
 
 
 class StageRunner:
